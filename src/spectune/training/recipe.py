@@ -1,0 +1,285 @@
+"""The training recipe: config → data → model + method → Trainer (DeepSpeed optional) → artefacts → evaluation.
+
+Steps (torchtune-style ``_setup_*``), each failing with a clear message before any training on bad input:
+1. validate the config; 2. load the task's data; 3. load the model and attach the method (target modules and rank
+checked); 4. write config, environment and carve-out indices into the run folder; 5. train with HF Trainer
+(checkpoints for resume, events to metrics.jsonl / W&B / console); 6. save the adapter and the merged export;
+7. evaluate from the saved artefacts (so what is scored is what was saved); 8. write summary.json last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from spectune.config import CONF_DIR, to_container, validate
+from spectune.data.tasks import TaskSplits, load_task, write_indices
+from spectune.methods import Method, build_method, trainable_parameters
+from spectune.models import load_model_and_tokenizer
+from spectune.training.events import EventCallback, EventLogger
+from spectune.training.features import causal_lm_features, encoder_features
+from spectune.training.run_folder import (
+    RunFolderExistsError,
+    environment,
+    last_checkpoint,
+    read_json,
+    run_state,
+    write_json,
+    write_yaml,
+)
+
+log = logging.getLogger("spectune")
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def model_kind(cfg: DictConfig) -> str:
+    return "causal_lm" if cfg.model.family == "causal_lm" else "sequence_classification"
+
+
+def method_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The method's hyper-parameters from its config group (plain values; Hydra-only keys dropped)."""
+    m = OmegaConf.to_container(cfg.method, resolve=True)
+    for k in ("name", "label", "lr", "targets"):
+        m.pop(k, None)
+    if "target_modules" in m and isinstance(m["target_modules"], tuple):
+        m["target_modules"] = list(m["target_modules"])
+    return m
+
+
+def setup_data(cfg: DictConfig) -> TaskSplits:
+    return load_task(cfg.task.name, source=cfg.task.source, n_train=cfg.task.n_train, n_test=cfg.task.n_test,
+                     seed=cfg.seed, path=cfg.task.path)
+
+
+def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, Any, Method]:
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # classifier heads and LoRA's A are initialised from this seed
+    num_labels = splits.spec.num_labels if cfg.task.family == "glue" else None
+    model, tok = load_model_and_tokenizer(cfg.model.name_or_path, model_kind(cfg), num_labels=num_labels,
+                                          dtype=cfg.model.dtype, num_layers=cfg.model.num_layers,
+                                          revision=cfg.model.revision)
+    method = build_method(cfg.method.name, **method_kwargs(cfg))
+    task_type = "CAUSAL_LM" if model_kind(cfg) == "causal_lm" else "SEQ_CLS"
+    model = method.attach(model, task_type)
+    return model, tok, method
+
+
+def build_features(cfg: DictConfig, records, tok) -> list[dict[str, Any]]:
+    if model_kind(cfg) == "causal_lm":
+        return causal_lm_features(records, tok, cfg.train.max_length, cfg.train.train_on_inputs)
+    return encoder_features(records, tok, cfg.train.max_length)
+
+
+def training_arguments(cfg: DictConfig, run_dir: Path):
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    ds = None
+    if t.deepspeed:
+        ds = str(CONF_DIR / "train" / "deepspeed" / f"{t.deepspeed}.json")
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        num_train_epochs=t.epochs if t.epochs else 1,
+        max_steps=t.max_steps if t.max_steps and t.max_steps > 0 else -1,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_steps or (t.warmup_ratio or 0.0),
+        weight_decay=t.weight_decay,
+        adam_beta2=t.adam_beta2,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[],
+        remove_unused_columns=False,
+        deepspeed=ds,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        dataloader_num_workers=0,
+        optim="adamw_torch",
+        disable_tqdm=False,
+    )
+
+
+def prepare_run_dir(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
+    """Apply the never-overwrite rule. Returns "skip", "resume" or "new"; raises on a clash."""
+    state = run_state(run_dir)
+    if state == "finished":
+        if cfg.skip_finished:
+            return "skip"
+        raise RunFolderExistsError(
+            f"{run_dir} holds a finished run; results are never overwritten. Pick a new run_tag=... to train this "
+            "cell again, or leave skip_finished=true to skip it.")
+    if state == "incomplete":
+        if cfg.resume:
+            return "resume"
+        raise RunFolderExistsError(
+            f"{run_dir} holds an unfinished run. Continue it with resume=true, or start a fresh one with run_tag=...")
+    if state == "failed":
+        if cfg.resume or multirun:
+            # A recorded failure has no results to protect: keep its summary beside, then run the cell again.
+            os.replace(run_dir / "summary.json", run_dir / f"summary.failed-{int(time.time())}.json")
+            return "resume" if last_checkpoint(run_dir) else "new"
+        raise RunFolderExistsError(
+            f"{run_dir} holds a failed run (see its summary.json). Re-run it with resume=true, or use run_tag=...")
+    if cfg.resume:
+        raise FileNotFoundError(f"resume=true but {run_dir} holds no run to resume; drop resume=true to start it.")
+    return "new"
+
+
+def train_and_evaluate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, Any]:
+    """Run one cell end to end; return the summary dict (also written to ``summary.json``)."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
+
+    t0 = time.time()
+    validate(cfg)
+    mode = prepare_run_dir(cfg, run_dir, multirun)
+    if mode == "skip":
+        log.info("%s is finished; skipped (results are never overwritten).", run_dir)
+        return read_json(run_dir / "summary.json")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    # Subnormal floats (tiny Adam second moments, decaying weights) make CPU kernels many times slower.
+    torch.set_flush_denormal(True)
+
+    splits = setup_data(cfg)
+    model, tok, method = setup_model(cfg, splits)
+    n_trainable, n_total = trainable_parameters(model)
+    main = is_main_process()
+    container = to_container(cfg)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if mode == "new":
+            write_yaml(run_dir / "config.yaml", container)
+        write_json(run_dir / "environment.json", environment())
+        write_indices(splits, run_dir / "data_indices.json")
+    events = EventLogger(run_dir, container, mode=cfg.logger.mode, project=cfg.logger.project,
+                         entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
+                         name=f"{cfg.model.name}/{cfg.method.label}/{cfg.task.name}/seed{cfg.seed}", is_main=main)
+    summary: dict[str, Any] = {}
+    try:
+        events.log("start", step=0, resume=mode == "resume", trainable_params=n_trainable, total_params=n_total,
+                   n_train=len(splits.train), n_test=len(splits.test))
+        train_feats = build_features(cfg, splits.train, tok)
+        if model_kind(cfg) == "causal_lm":
+            collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
+        else:
+            collator = DataCollatorWithPadding(tok)
+        args = training_arguments(cfg, run_dir)
+        trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=collator,
+                          callbacks=[EventCallback(events), *method.callbacks()])
+        resume_from = str(last_checkpoint(run_dir)) if mode == "resume" and last_checkpoint(run_dir) else None
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        # Save what was learned; under ZeRO-3 the Trainer gathers the partitioned weights for this.
+        save_dir = run_dir / ("merged" if cfg.method.name == "full" else "adapter")
+        trainer.save_model(str(save_dir))
+        if main:
+            tok.save_pretrained(str(save_dir))
+        _barrier()
+        metrics: dict[str, Any] = {}
+        if main:
+            del trainer, model
+            metrics = _evaluate_saved(cfg, run_dir, splits, method, tok, export=cfg.export_merged)
+            write_json(run_dir / "eval_results.json", metrics)
+            summary = {
+                "status": "finished", "model": cfg.model.name, "method": cfg.method.name,
+                "method_label": cfg.method.label, "task": cfg.task.name, "scale": cfg.scale_name, "seed": cfg.seed,
+                "rank": method.rank(), "commit": environment()["git"]["commit"],
+                "runtime_s": round(time.time() - t0, 1), "train_steps": result.global_step,
+                "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
+                "trainable_params": n_trainable, "total_params": n_total,
+                "metrics": metrics, "error": None,
+            }
+            events.summary({k: v for k, v in summary.items() if k != "metrics"} | _flat(metrics))
+            write_json(run_dir / "summary.json", summary)
+            _console_summary(run_dir, summary)
+        _barrier()
+        return summary
+    finally:
+        events.close()
+
+
+def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for task, vals in metrics.items():
+        if isinstance(vals, dict):
+            for k, v in vals.items():
+                if isinstance(v, (int, float)):
+                    out[f"{task}/{k}"] = v
+    return out
+
+
+def _evaluate_saved(cfg: DictConfig, run_dir: Path, splits: TaskSplits, method: Method, tok: Any,
+                    export: bool) -> dict[str, Any]:
+    """Reload the saved artefacts, write the merged export, and score the test carve-out."""
+    from spectune.evaluation.suite import evaluate_splits
+
+    kind = model_kind(cfg)
+    num_labels = splits.spec.num_labels if cfg.task.family == "glue" else None
+    if cfg.method.name == "full":
+        model, _ = load_model_and_tokenizer(str(run_dir / "merged"), kind, num_labels=num_labels,
+                                            dtype=cfg.model.dtype)
+    else:
+        from peft import PeftModel
+
+        base, _ = load_model_and_tokenizer(cfg.model.name_or_path, kind, num_labels=num_labels,
+                                           dtype=cfg.model.dtype, num_layers=cfg.model.num_layers,
+                                           revision=cfg.model.revision)
+        model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+        if export:
+            merged = method.merged(model)
+            merged.save_pretrained(str(run_dir / "merged"))
+            tok.save_pretrained(str(run_dir / "merged"))
+    model.eval()
+    return evaluate_splits(model, tok, splits, protocols=list(cfg.eval.protocols), batch_size=cfg.eval.batch_size,
+                           max_length=cfg.train.max_length, num_beams=cfg.eval.num_beams,
+                           max_new_tokens=cfg.eval.max_new_tokens)
+
+
+def _console_summary(run_dir: Path, s: dict[str, Any]) -> None:
+    lines = [f"run folder   {run_dir}",
+             f"cell         {s['model']} / {s['method_label']} / {s['task']} / seed {s['seed']}",
+             f"steps        {s['train_steps']}   loss {s['train_loss_first']} -> {s['train_loss_last']}",
+             f"params       {s['trainable_params']:,} trainable of {s['total_params']:,}",
+             f"runtime      {s['runtime_s']} s"]
+    for task, vals in s["metrics"].items():
+        if isinstance(vals, dict):
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in vals.items() if isinstance(v, float))
+            lines.append(f"eval {task:<8}{shown}")
+    print("\n".join(["=" * 72, *lines, "=" * 72]), flush=True)
+
+
+def write_failure(cfg: DictConfig, run_dir: Path, err: BaseException, t0: float) -> None:
+    """Record a failed cell (a sweep goes on past it)."""
+    if not is_main_process():
+        return
+    write_json(run_dir / "summary.json", {
+        "status": "failed", "model": cfg.model.name, "method": cfg.method.name,
+        "method_label": cfg.method.get("label"), "task": cfg.task.name, "scale": cfg.get("scale_name"),
+        "seed": cfg.seed, "runtime_s": round(time.time() - t0, 1), "metrics": {},
+        "error": f"{type(err).__name__}: {err}"})
