@@ -19,7 +19,7 @@ def test_registry() -> None:
     assert (TASKS["mnli"].num_labels, TASKS["stsb"].num_labels, TASKS["cola"].num_labels) == (3, 1, 2)
     assert TASKS["stsb"].is_regression and not TASKS["rte"].is_regression
     assert {t: TASKS[t].metric for t in GLUE_TASKS} == {
-        "cola": "matthews_correlation", "sst2": "accuracy", "mrpc": "f1", "qqp": "f1", "stsb": "pearson",
+        "cola": "matthews_correlation", "sst2": "accuracy", "mrpc": "accuracy", "qqp": "accuracy", "stsb": "pearson",
         "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy"}
     assert set(TASKS["mrpc"].metrics) == {"accuracy", "f1"}
     assert TASKS["cola"].sources == ("hub", "local") and "embedded" in TASKS["sst2"].sources

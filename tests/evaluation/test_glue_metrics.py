@@ -85,3 +85,11 @@ def test_errors():
         glue_metrics("sst2", [1, 0], [1])
     with pytest.raises(ValueError, match="class ids"):
         glue_metrics("rte", [0.5, 1.0], [0, 1])
+
+
+def test_primary_metric_agrees_with_task_registry():
+    from spectune.data.tasks import TASKS
+
+    for name, spec in TASKS.items():
+        if spec.family == "glue":
+            assert primary_metric(name) == spec.metric, name

@@ -19,8 +19,9 @@ def cli_env(threads: int = 2) -> dict[str, str]:
 
 
 def run_train(args: list[str], runs_root: Path, check: bool = True, timeout: int = 600,
-              launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    cmd = [*(launcher or [sys.executable, "-m"]), "spectune.train", f"runs_root={runs_root}", "logger=disabled", *args]
+              launcher: list[str] | None = None, multirun: bool = False) -> subprocess.CompletedProcess:
+    cmd = [*(launcher or [sys.executable, "-m"]), "spectune.train", *(["-m"] if multirun else []),
+           f"runs_root={runs_root}", "logger=disabled", *args]
     proc = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(

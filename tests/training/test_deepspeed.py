@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -13,10 +14,17 @@ from tests.training.helpers import events, run_train, summary
 pytest.importorskip("deepspeed")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0", "-m"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(_free_port()), "-m"]
     run_train(["model=minilm", "task=glue/sst2", "task.n_train=64", "task.n_test=16", "method=lora", "method.r=4",
                "train.batch_size=4", "train.epochs=2", "train.lr=1e-3", "train.logging_steps=1", "train.save_steps=4",
                f"train.deepspeed={stage}", "export_merged=false", "train.num_threads=1"],
@@ -32,6 +40,8 @@ def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
     steps = [e["step"] for e in events(run_dir, "train") if "loss" in e]
     assert len(steps) == len(set(steps)) == 16
     losses = [e["loss"] for e in events(run_dir, "train") if "loss" in e]
+    # A 2-class head starts near ln 2 = 0.69: the logged loss is the mean over ranks, not their sum.
+    assert abs(losses[0] - 0.693) < 0.15, losses[0]
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
     assert (run_dir / "adapter/adapter_model.safetensors").exists()
     # DeepSpeed really ran: its checkpoint layout holds ZeRO optimizer shards of both ranks.

@@ -17,7 +17,6 @@ from spectune.data.records import Record
 from spectune.data.tasks import TaskSplits
 from spectune.evaluation.classification import evaluate_glue
 from spectune.evaluation.generation import evaluate_generation
-from spectune.evaluation.glue_metrics import primary_metric
 from spectune.evaluation.likelihood import score_multiple_choice
 
 PROTOCOL_METRIC = {"likelihood": "accuracy", "generation": "exact_match"}
@@ -56,7 +55,7 @@ def evaluate_splits(model: Any, tokenizer: Any, splits: TaskSplits, protocols: S
         for task, records in splits.tests().items():
             out[task] = {**evaluate_glue(model, tokenizer, task, records, batch_size=batch_size,
                                          max_length=max_length, progress=True), "n": len(records)}
-        metric = primary_metric(splits.spec.name)
+        metric = splits.spec.metric
     else:
         for task, records in splits.tests().items():
             out[task] = evaluate_commonsense(model, tokenizer, task, records, protocols, batch_size, max_length,

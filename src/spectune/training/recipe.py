@@ -190,6 +190,12 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -
         else:
             collator = DataCollatorWithPadding(tok)
         args = training_arguments(cfg, run_dir)
+        if model_kind(cfg) == "sequence_classification":
+            # The Trainer reads a ``**kwargs`` forward (PEFT wrappers, transformers 5 models) as "computes its own
+            # loss normalisation from num_items_in_batch"; classifiers do not, and the Trainer would then skip the
+            # gradient-accumulation division and multiply the loss by the world size (2x gradients and logged loss
+            # on 2 ranks). Declare the truth.
+            getattr(model, "get_base_model", lambda: model)().accepts_loss_kwargs = False
         trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=collator,
                           callbacks=[EventCallback(events), *method.callbacks()])
         resume_from = str(last_checkpoint(run_dir)) if mode == "resume" and last_checkpoint(run_dir) else None
@@ -202,6 +208,12 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -
             tok.save_pretrained(str(save_dir))
         _barrier()
         metrics: dict[str, Any] = {}
+        if cfg.train.deepspeed:
+            # Evaluation reloads the saved artefacts on rank 0 alone: stop transformers from building that model
+            # under ZeRO-3's partitioned init, which would wait on collectives from the other ranks.
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+            unset_hf_deepspeed_config()
         if main:
             del trainer, model
             metrics = _evaluate_saved(cfg, run_dir, splits, method, tok, export=cfg.export_merged)
