@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -25,16 +24,14 @@ log = logging.getLogger("spectune")
 
 @hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from spectune.training.recipe import train_and_evaluate, write_failure
+    from spectune.training.recipe import train_and_evaluate
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
-    t0 = time.time()
     try:
         train_and_evaluate(cfg, run_dir, multirun=multirun)
-    except Exception as e:
-        write_failure(cfg, run_dir, e, t0)
+    except Exception:
         if not multirun:
             raise
         log.exception("Cell %s failed; the sweep goes on (recorded in its summary.json).", run_dir)

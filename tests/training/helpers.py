@@ -19,10 +19,12 @@ def cli_env(threads: int = 2) -> dict[str, str]:
 
 
 def run_train(args: list[str], runs_root: Path, check: bool = True, timeout: int = 600,
-              launcher: list[str] | None = None, multirun: bool = False) -> subprocess.CompletedProcess:
+              launcher: list[str] | None = None, multirun: bool = False, logger: str = "disabled",
+              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = [*(launcher or [sys.executable, "-m"]), "spectune.train", *(["-m"] if multirun else []),
-           f"runs_root={runs_root}", "logger=disabled", *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+           f"runs_root={runs_root}", f"logger={logger}", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env={**cli_env(), **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")

@@ -25,10 +25,10 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not (run_dir / "checkpoints/checkpoint-8").exists():
+    while time.time() < deadline and not (run_dir / "checkpoints/checkpoint-8/trainer_state.json").exists():
         assert proc.poll() is None, "training ended before it could be killed"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # a real kill: no clean-up code runs
+    os.killpg(proc.pid, signal.SIGKILL)  # a real kill, possibly mid-save: no clean-up code runs
     proc.wait()
     assert not (run_dir / "summary.json").exists()
     killed_steps = [e["step"] for e in events(run_dir, "train") if "loss" in e]
@@ -60,6 +60,7 @@ def test_finished_run_is_never_overwritten(tmp_path: Path) -> None:
     assert (run_dir / "summary.json").read_bytes() == before and (run_dir / "summary.json").stat().st_mtime_ns == mtime
     refused = run_train([*args, "skip_finished=false"], tmp_path, check=False)
     assert refused.returncode != 0 and "never overwritten" in refused.stderr
+    assert (run_dir / "summary.json").read_bytes() == before, "a refused run touched the finished results"
     run_train([*args, "run_tag=-b"], tmp_path)
     assert summary(tmp_path / "single/minilm/lora-r2/rte/seed0-b")["status"] == "finished"
 
@@ -93,3 +94,16 @@ def test_bad_input_fails_before_training_with_the_fix(tmp_path: Path, args: list
     assert fragment in proc.stderr, proc.stderr[-3000:]
     assert not list(tmp_path.rglob("metrics.jsonl")), "training started despite bad input"
     assert not list(tmp_path.rglob("checkpoint-*"))
+
+
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path: Path) -> None:
+    from spectune.training.run_folder import last_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    for step, state in ((4, '{"global_step": 4}'), (8, '{"global_step": 8}'), (12, None), (16, '{"global_st')):
+        (ckpts / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    # 16 has a truncated state file and 12 none: both were being written when the run died.
+    assert last_checkpoint(tmp_path) == ckpts / "checkpoint-8"
+    assert last_checkpoint(tmp_path / "nothing") is None

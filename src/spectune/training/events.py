@@ -29,7 +29,9 @@ class EventLogger:
             self.wandb_run = wandb.init(
                 project=project, entity=entity, group=group, tags=list(tags or []), name=name, config=config,
                 dir=str(run_dir), mode=mode, resume="allow", id=_wandb_id(run_dir),
-                settings=wandb.Settings(save_code=False, console="off", x_disable_stats=True),
+                # No code, git metadata, command line or environment capture: secrets stay out of W&B.
+                settings=wandb.Settings(save_code=False, disable_code=True, disable_git=True, disable_job_creation=True,
+                                        console="off", x_disable_stats=True, x_disable_meta=True),
             )
 
     def log(self, event: str, step: int | None = None, **values: Any) -> None:

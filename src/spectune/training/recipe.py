@@ -140,6 +140,10 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
         raise RunFolderExistsError(
             f"{run_dir} holds an unfinished run. Continue it with resume=true, or start a fresh one with run_tag=...")
     if state == "failed":
+        if not (run_dir / "config.yaml").exists():
+            # It failed on bad input before training started: nothing of it is worth keeping in the way.
+            os.replace(run_dir / "summary.json", run_dir / f"summary.failed-{int(time.time())}.json")
+            return "new"
         if cfg.resume or multirun:
             # A recorded failure has no results to protect: keep its summary beside, then run the cell again.
             os.replace(run_dir / "summary.json", run_dir / f"summary.failed-{int(time.time())}.json")
@@ -153,14 +157,23 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
 
 def train_and_evaluate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, Any]:
     """Run one cell end to end; return the summary dict (also written to ``summary.json``)."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
-
     t0 = time.time()
     validate(cfg)
     mode = prepare_run_dir(cfg, run_dir, multirun)
     if mode == "skip":
         log.info("%s is finished; skipped (results are never overwritten).", run_dir)
         return read_json(run_dir / "summary.json")
+    try:
+        return _run_cell(cfg, run_dir, mode, t0)
+    except Exception as err:
+        # The folder is this cell's (the never-overwrite checks passed): record the failure for sweeps and tables.
+        write_failure(cfg, run_dir, err, t0)
+        raise
+
+
+def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str, Any]:
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
+
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     # Subnormal floats (tiny Adam second moments, decaying weights) make CPU kernels many times slower.

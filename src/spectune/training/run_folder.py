@@ -103,6 +103,16 @@ def run_state(run_dir: Path) -> str:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    """The newest ``checkpoints/checkpoint-<step>`` folder, or ``None``."""
+    """The newest *complete* ``checkpoints/checkpoint-<step>`` folder, or ``None``.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint whose state file is missing or unreadable was cut
+    short by a kill during saving; it is skipped in favour of the previous one.
+    """
     ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return ckpts[-1] if ckpts else None
+    for ckpt in reversed(ckpts):
+        try:
+            read_json(ckpt / "trainer_state.json")
+        except (OSError, json.JSONDecodeError):
+            continue
+        return ckpt
+    return None

@@ -1,0 +1,1 @@
+"""Tests of spectune.spectral: SVD cache, change rates, TSD overlap, rank measures."""
