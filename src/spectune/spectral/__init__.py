@@ -4,7 +4,10 @@ Imports only torch, numpy, safetensors/tqdm and the standard library (plus ``spe
 of the import graph, below methods/, training/ and evaluation/.
 """
 
-from spectune.spectral.change_rates import (
+from spectune.spectral.decomposition import SVD, SVDCache, model_svds, svd, weight_hash
+from spectune.spectral.overlap import accuracy, recall, tsd_overlap
+from spectune.spectral.rank import rank_stats
+from spectune.spectral.rates import (
     change_rates,
     change_rates_lowrank,
     coordinate_changes,
@@ -13,9 +16,6 @@ from spectune.spectral.change_rates import (
     rates_from_changes,
     top_directions,
 )
-from spectune.spectral.overlap import accuracy, recall, tsd_overlap
-from spectune.spectral.rank import rank_stats
-from spectune.spectral.svd import SVD, SVDCache, model_svds, svd, weight_hash
 
 __all__ = [
     "SVD",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from spectune.spectral.change_rates import top_directions
+from spectune.spectral.rates import top_directions
 
 Rates = torch.Tensor | np.ndarray | Sequence[float]
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from spectune.spectral import SVD, SVDCache, model_svds, svd, weight_hash
 
-svd_module = importlib.import_module("spectune.spectral.svd")  # the package attribute ``svd`` is the function
+svd_module = importlib.import_module("spectune.spectral.decomposition")
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from spectune.spectral.svd import SVD, _check_matrix
-from spectune.spectral.svd import svd as compute_svd
+from spectune.spectral.decomposition import SVD, _check_matrix
+from spectune.spectral.decomposition import svd as compute_svd
 
 _FLOATS = (torch.float32, torch.float64)
 
