@@ -8,7 +8,7 @@ SEEDS ?= 3
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup test test-fast lint table-glue-smoke clean-runs
+.PHONY: help setup test test-fast lint table-glue-smoke archive-runs clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-22s %s\n", $$1, $$2}'
@@ -35,6 +35,12 @@ table-glue-smoke: ## First table: full FT vs LoRA on GLUE SST-2/RTE/MRPC, MiniLM
 	$(BIN)/python -m spectune.train -m experiment=glue_ft_vs_lora seed=$$(seq -s, 0 $$(($(SEEDS)-1)))
 	$(BIN)/python -m experiments.glue_ft_vs_lora --runs runs/glue_ft_vs_lora --out results/tables \
 	  --command "make table-glue-smoke SEEDS=$(SEEDS)"
+	$(MAKE) archive-runs RUNS=runs/glue_ft_vs_lora
+
+archive-runs: ## Copy the small files of the run folders under RUNS into results/ (provenance of committed tables)
+	cd $(RUNS)/.. && find $(notdir $(RUNS)) \( -name summary.json -o -name config.yaml -o -name eval_results.json \
+	  -o -name data_indices.json -o -name environment.json -o -name metrics.jsonl \) -not -path '*/.hydra/*' \
+	  -exec cp --parents {} $(CURDIR)/results/runs/ \;
 
 clean-runs: ## Delete runs/ (local run folders; results/ is kept)
 	rm -rf runs multirun outputs

@@ -30,6 +30,12 @@ class Method(ABC):
     def save_adapter(self, model: nn.Module, folder: Path) -> None:
         """Write the method's trainable state in PEFT's format (``adapter_config.json`` + safetensors)."""
 
+    def load_adapter(self, base_model: nn.Module, folder: Path) -> nn.Module:
+        """Attach the saved adapter in ``folder`` to ``base_model`` for inference (PEFT's loader by default)."""
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base_model, str(folder))
+
     @abstractmethod
     def merged(self, model: nn.Module) -> nn.Module:
         """Return a plain transformers model with the learned update merged into its weights."""

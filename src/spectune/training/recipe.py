@@ -214,6 +214,8 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
         resume_from = str(last_checkpoint(run_dir)) if mode == "resume" and last_checkpoint(run_dir) else None
         result = trainer.train(resume_from_checkpoint=resume_from)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        if main and hasattr(method, "selected"):
+            write_json(run_dir / "dash_selected.json", {"selected": method.selected(model), "records": method.records})
         # Save what was learned; under ZeRO-3 the Trainer gathers the partitioned weights for this.
         save_dir = run_dir / ("merged" if cfg.method.name == "full" else "adapter")
         trainer.save_model(str(save_dir))
@@ -270,12 +272,11 @@ def _evaluate_saved(cfg: DictConfig, run_dir: Path, splits: TaskSplits, method: 
         model, _ = load_model_and_tokenizer(str(run_dir / "merged"), kind, num_labels=num_labels,
                                             dtype=cfg.model.dtype)
     else:
-        from peft import PeftModel
-
         base, _ = load_model_and_tokenizer(cfg.model.name_or_path, kind, num_labels=num_labels,
                                            dtype=cfg.model.dtype, num_layers=cfg.model.num_layers,
                                            revision=cfg.model.revision)
-        model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+        # The method's own loader: PEFT's alone would silently drop extra terms (LoRA-Dash's U_S diag(δ) V_Sᵀ).
+        model = method.load_adapter(base, run_dir / "adapter")
         if export:
             merged = method.merged(model)
             merged.save_pretrained(str(run_dir / "merged"))

@@ -1,0 +1,404 @@
+"""LoRA-Dash (Si et al. 2024; ICLR 2025) built on PEFT's LoRA, without forking it (methods.md, "LoRA-Dash").
+
+Two phases per adapted matrix W = U Σ Vᵀ (reduced SVD, fp32, σ descending):
+
+- Pre-launch: plain PEFT LoRA, h = W x + s·B A drop(x), for ``t`` optimizer steps (``count: optimizer_steps``,
+  the default) or ``t`` forward calls of that layer (``count: forward_calls``, the official code's counter).
+- Switch, once per matrix: Δσ_i = u_iᵀ (sBA) v_i for every i, rate_i = |Δσ_i| / σ_i, S = the top-``s`` rates
+  (``select: rate``; ``random`` / ``top_sigma`` / ``bottom_sigma`` are the paper's ablations); U_S = U[:, S] and
+  V_S = V[:, S] are frozen from then on and never recomputed.
+- Dash phase: h = W x + s·B A drop(x) + U_S diag(δ) V_Sᵀ drop(x), δ ∈ R^s trainable, zero-initialised, not
+  scaled by s; A and B keep training. Merge: W' = W + sBA + U_S diag(δ) V_Sᵀ.
+
+How it sits on PEFT. ``attach`` calls ``get_peft_model`` and then registers on every PEFT ``lora.Linear``, keyed by
+adapter name like PEFT's own containers: ``lora_dash_delta`` (ParameterDict, δ, trainable from step 0 so the optimizer
+and DeepSpeed see it), ``lora_dash_U`` (d_out×s), ``lora_dash_V`` (d_in×s), ``lora_dash_index`` (S, -1 before the
+switch), ``lora_dash_switched`` and ``lora_dash_calls`` (BufferDicts, persistent). PEFT saves everything registered
+on a tuner layer, so ``save_pretrained`` / ``trainer.save_model`` write them into ``adapter_model.safetensors`` and a
+Trainer resume (``PeftModel.load_adapter``) restores them. The dash term is added by a forward hook on the PEFT
+layer, using PEFT's dropout module of that adapter (a second, independent draw, as in the official code); before the
+switch the hook returns the layer's output untouched, so the model is exactly plain LoRA (and δ gets no gradient).
+A fresh ``PeftModel.from_pretrained`` silently ignores the dash tensors: load with
+``LoRADash.load_adapter(base_model, folder)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spectune.methods.lora import LoRA, LoraSpec
+from spectune.methods.targets import check_rank, resolve_targets
+from spectune.spectral import SVD, SVDCache, change_rates_lowrank, svd, top_directions
+
+log = logging.getLogger(__name__)
+
+SELECT_MODES = ("rate", "random", "top_sigma", "bottom_sigma")
+COUNT_MODES = ("optimizer_steps", "forward_calls")
+
+DELTA, U_S, V_S = "lora_dash_delta", "lora_dash_U", "lora_dash_V"
+INDEX, SWITCHED, CALLS = "lora_dash_index", "lora_dash_switched", "lora_dash_calls"
+DASH_NAMES = (DELTA, U_S, V_S, INDEX, SWITCHED, CALLS)
+STATE_FILE = "dash_state.safetensors"
+CONFIG_FILE = "dash_config.json"
+PEFT_PREFIX = "base_model.model."
+
+
+@dataclass
+class LoraDashSpec(LoraSpec):
+    """LoRA's hyper-parameters plus the dash ones.
+
+    ``s``: number of directions; ``t``: length of the pre-launch phase, counted per ``count``
+    ("optimizer_steps" | "forward_calls"); ``select``: how S is chosen ("rate" | "random" | "top_sigma" |
+    "bottom_sigma"); ``seed``: seeds ``select: random`` (mixed with each layer's name); ``svd_cache``: read/write W's
+    SVD in the disk cache (``spectune.spectral.SVDCache``) instead of computing it in memory only; ``rate_tol``:
+    directions with σ_i <= rate_tol have no rate and are never chosen by ``select: rate`` (None: the toolkit's
+    max(d_out, d_in)·eps·σ_1 of the fp32 SVD, see ``spectune.spectral.rates``; 0.0: every σ_i > 0 ranks, as in
+    the official code, where near-null directions of a rank-deficient W win by dividing by a tiny σ_i).
+    """
+
+    s: int = 8
+    t: int = 100
+    count: str = "optimizer_steps"
+    select: str = "rate"
+    seed: int = 0
+    svd_cache: bool = True
+    rate_tol: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.s, bool) or not isinstance(self.s, int) or self.s < 1:
+            raise ValueError(f"method.s={self.s!r} must be a positive integer (the number of dash directions).")
+        if isinstance(self.t, bool) or not isinstance(self.t, int) or self.t < 0:
+            raise ValueError(f"method.t={self.t!r} must be an integer >= 0 (length of the pre-launch phase).")
+        if self.select not in SELECT_MODES:
+            raise ValueError(f"method.select='{self.select}' is not known; set method.select to one of "
+                             f"{list(SELECT_MODES)}.")
+        if self.count not in COUNT_MODES:
+            raise ValueError(f"method.count='{self.count}' is not known; set method.count to one of "
+                             f"{list(COUNT_MODES)}.")
+        if self.rate_tol is not None and not self.rate_tol >= 0:
+            raise ValueError(f"method.rate_tol={self.rate_tol!r} must be >= 0, or null for the default tolerance.")
+        if self.select == "rate" and self.t == 0:
+            raise ValueError("method.t=0 with method.select=rate ranks directions by the change of sBA = 0 (B is "
+                             "zero-initialised): set method.t >= 1, or choose method.select=random|top_sigma|"
+                             "bottom_sigma.")
+
+
+def check_directions(layers: list[nn.Linear], s: int) -> None:
+    """Raise unless 1 <= s <= min(d_out, d_in) of every target layer."""
+    smallest = min(min(m.in_features, m.out_features) for m in layers)
+    if not 1 <= s <= smallest:
+        raise ValueError(f"method.s={s} must be between 1 and the smallest target layer's min(d_out, d_in) = "
+                         f"{smallest}; choose method.s <= {smallest} or drop that layer from the target modules.")
+
+
+@contextmanager
+def gathered(params: list[torch.Tensor]) -> Iterator[None]:
+    """Gather DeepSpeed ZeRO-3 partitioned ``params`` (read-only) for the block; a no-op for ordinary tensors."""
+    zero = [p for p in params if hasattr(p, "ds_id")]
+    if not zero:
+        yield
+        return
+    try:
+        import deepspeed
+    except ImportError as err:  # a ZeRO-3 parameter without deepspeed cannot happen, but say so if it does
+        raise RuntimeError("ZeRO-3 partitioned parameters found but deepspeed cannot be imported.") from err
+    with deepspeed.zero.GatheredParameters(zero, modifier_rank=None):
+        yield
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def dash_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, PEFT LoRA layer) for every layer carrying a dash term, in module order."""
+    return [(n, m) for n, m in model.named_modules() if hasattr(m, DELTA) and isinstance(getattr(m, DELTA),
+                                                                                      nn.ParameterDict)]
+
+
+def base_name(name: str) -> str:
+    """The module name in the plain model (PEFT's ``base_model.model.`` prefix removed)."""
+    return name.removeprefix(PEFT_PREFIX)
+
+
+def _weight(layer: nn.Module) -> torch.Tensor:
+    """The frozen W of a PEFT LoRA layer as (d_out, d_in) (GPT-2 style Conv1D stores it transposed)."""
+    w = layer.get_base_layer().weight
+    return w.mT if getattr(layer, "fan_in_fan_out", False) else w
+
+
+def _refresh_mirrors(module: nn.Module, *_: Any) -> None:
+    """Keep the Python-side copies of the flag and counter in step with the buffers (read only after a load)."""
+    module._lora_dash_on = {a for a, f in getattr(module, SWITCHED).items() if bool(f)}
+    module._lora_dash_ncalls = {a: int(c) for a, c in getattr(module, CALLS).items()}
+
+
+def _dash_forward_hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor | None:
+    """Add U_S diag(δ) V_Sᵀ drop(x) to a PEFT LoRA layer's output once that adapter has switched; else nothing."""
+    if not module._lora_dash_on or module.disable_adapters:
+        return None
+    if kwargs.get("adapter_names") is not None:
+        raise ValueError("LoRA-Dash does not support PEFT's mixed-adapter batches (adapter_names=...).")
+    x = args[0] if args else kwargs["x"]
+    for adapter in module.active_adapters:
+        if adapter not in module._lora_dash_on:
+            continue
+        delta = getattr(module, DELTA)[adapter]
+        xd = module.lora_dropout[adapter](x.to(delta.dtype))
+        dash = ((xd @ getattr(module, V_S)[adapter]) * delta) @ getattr(module, U_S)[adapter].mT
+        output = output + dash.to(output.dtype)
+    return output
+
+
+class LoRADash(LoRA):
+    """LoRA-Dash over PEFT LoRA. Life cycle: ``attach`` → ``callbacks()`` (switch) → ``save_adapter`` → ``merged``.
+
+    ``switch(model)`` is the one-time selection (called by ``DashSwitchCallback`` at step ``t``, or per layer by the
+    forward-call counter); ``records`` maps each switched layer (plain-model name) to its chosen indices, σ's and
+    rates; ``load_adapter(base_model, folder)`` restores a saved adapter with its dash term.
+    """
+
+    name = "lora_dash"
+
+    def __init__(self, spec: LoraDashSpec, svd_cache: SVDCache | None = None):
+        if not isinstance(spec, LoraDashSpec):
+            raise TypeError(f"LoRADash needs a LoraDashSpec; got {type(spec).__name__}.")
+        super().__init__(spec)
+        self.spec: LoraDashSpec = spec
+        self._svd_cache = svd_cache
+        self.records: dict[str, dict[str, Any]] = {}
+        self.counter = None  # ForwardCallCounter for count=forward_calls
+
+    # ----------------------------------------------------------------------------------------------- attach
+    def attach(self, model: nn.Module, task_type: str | None) -> nn.Module:
+        layers = resolve_targets(model, self.spec.target_modules)
+        check_rank(layers, self.spec.r)
+        check_directions(layers, self.spec.s)
+        peft_model = super().attach(model, task_type)
+        self.install(peft_model, trainable=True)
+        if self.spec.count == "forward_calls":
+            self.install_counter(peft_model)
+        return peft_model
+
+    def install(self, model: nn.Module, trainable: bool = True, s: int | None = None) -> None:
+        """Register δ (zeros), U_S, V_S (zeros), the switched flag and the call counter on every PEFT LoRA layer."""
+        from peft.tuners._buffer_dict import BufferDict
+        from peft.tuners.lora.layer import Linear as LoraLinear
+
+        s = self.spec.s if s is None else s
+        found = 0
+        for name, layer in model.named_modules():
+            if not isinstance(getattr(layer, "lora_A", None), nn.ModuleDict):
+                continue
+            if not isinstance(layer, LoraLinear):
+                raise ValueError(f"LoRA-Dash supports linear layers only; {name} is a {type(layer).__name__}. "
+                                 "Remove it from method.target_modules.")
+            if hasattr(layer, DELTA):
+                raise RuntimeError(f"{name} already carries a LoRA-Dash term (install called twice).")
+            d_out, d_in = layer.out_features, layer.in_features  # PEFT's; W itself may be partitioned (ZeRO-3)
+            if not 1 <= s <= min(d_out, d_in):
+                raise ValueError(f"method.s={s} exceeds min(d_out, d_in) = {min(d_out, d_in)} of {name}.")
+            deltas, us, vs, index, flags, calls = {}, {}, {}, {}, {}, {}
+            for adapter, lora_a in layer.lora_A.items():
+                ref = lora_a.weight
+                deltas[adapter] = nn.Parameter(torch.zeros(s, dtype=ref.dtype, device=ref.device),
+                                               requires_grad=trainable)
+                us[adapter] = torch.zeros(d_out, s, dtype=ref.dtype, device=ref.device)
+                vs[adapter] = torch.zeros(d_in, s, dtype=ref.dtype, device=ref.device)
+                index[adapter] = torch.full((s,), -1, dtype=torch.int64, device=ref.device)
+                flags[adapter] = torch.zeros((), dtype=torch.int64, device=ref.device)
+                calls[adapter] = torch.zeros((), dtype=torch.int64, device=ref.device)
+            setattr(layer, DELTA, nn.ParameterDict(deltas))
+            setattr(layer, U_S, BufferDict(us, persistent=True))
+            setattr(layer, V_S, BufferDict(vs, persistent=True))
+            setattr(layer, INDEX, BufferDict(index, persistent=True))
+            setattr(layer, SWITCHED, BufferDict(flags, persistent=True))
+            setattr(layer, CALLS, BufferDict(calls, persistent=True))
+            _refresh_mirrors(layer)
+            layer.register_forward_hook(_dash_forward_hook, with_kwargs=True)
+            layer.register_load_state_dict_post_hook(_refresh_mirrors)
+            found += 1
+        if not found:
+            raise ValueError("No PEFT LoRA layers found to carry the dash term; attach LoRA first.")
+
+    def install_counter(self, model: nn.Module) -> None:
+        """Install the per-layer forward-call counter (count=forward_calls); idempotent."""
+        from spectune.training.callbacks import ForwardCallCounter
+
+        if self.counter is None:
+            self.counter = ForwardCallCounter(self)
+        self.counter.install(model)
+
+    def callbacks(self) -> list[Any]:
+        from spectune.training.callbacks import DashSwitchCallback
+
+        return [DashSwitchCallback(self)]
+
+    # ----------------------------------------------------------------------------------------------- switch
+    def _svd(self, name: str, weight: torch.Tensor, model_id: str) -> SVD:
+        if not self.spec.svd_cache:
+            return svd(weight)
+        if self._svd_cache is None:
+            self._svd_cache = SVDCache()
+        return self._svd_cache.get(model_id, f"{base_name(name)}.weight", weight)
+
+    def select(self, name: str, weight: torch.Tensor, B: torch.Tensor, A: torch.Tensor, scale: float,
+               factors: SVD) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices S (int64, on CPU) for this layer per ``spec.select``, and every direction's rate (float64)."""
+        s, k = self.spec.s, int(factors.S.numel())
+        rates = change_rates_lowrank(weight, B, A, scale, svd=factors, tol=self.spec.rate_tol).cpu()
+        mode = self.spec.select
+        if mode == "rate":
+            idx = top_directions(rates, s)
+        elif mode == "top_sigma":
+            idx = torch.arange(s)
+        elif mode == "bottom_sigma":
+            idx = torch.arange(k - s, k)
+        else:  # random: a per-layer stream from (seed, layer name), the same on every rank
+            g = torch.Generator().manual_seed(self.spec.seed * 1_000_003 + zlib.crc32(base_name(name).encode()))
+            idx = torch.randperm(k, generator=g)[:s].sort().values
+        return idx.to(torch.long), rates
+
+    @torch.no_grad()
+    def switch_layer(self, name: str, layer: nn.Module, model_id: str = "model") -> dict[str, Any] | None:
+        """Select S for every adapter of ``layer`` that has not switched yet and freeze U_S, V_S; never recomputes.
+
+        Returns this layer's record (indices, σ_S, rates_S) or None when it had switched already.
+        """
+        todo = [a for a in getattr(layer, DELTA) if a not in layer._lora_dash_on]
+        if not todo:
+            return None
+        record: dict[str, Any] = {}
+        for adapter in todo:
+            A, B = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+            with gathered([layer.get_base_layer().weight, A, B]):
+                weight = _weight(layer).detach()
+                factors = self._svd(name, weight, model_id)
+                idx, rates = self.select(name, weight, B, A, float(layer.scaling[adapter]), factors)
+                u_buf, v_buf = getattr(layer, U_S)[adapter], getattr(layer, V_S)[adapter]
+                dev = factors.U.device
+                u_buf.copy_(factors.U[:, idx.to(dev)].to(u_buf.dtype))
+                v_buf.copy_(factors.Vh[idx.to(dev), :].mT.to(v_buf.dtype))
+                sigma = factors.S[idx.to(dev)].cpu()
+            i_buf = getattr(layer, INDEX)[adapter]
+            i_buf.copy_(idx.to(i_buf.device))
+            if _distributed():  # one choice for all ranks, whatever their LAPACK did (collective: all ranks switch)
+                for buf in (u_buf, v_buf, i_buf):
+                    torch.distributed.broadcast(buf, src=0)
+            getattr(layer, SWITCHED)[adapter].fill_(1)
+            layer._lora_dash_on = layer._lora_dash_on | {adapter}
+            record[adapter] = {
+                "indices": idx.tolist(), "sigma": sigma.tolist(),
+                "rate": rates[idx].tolist(), "select": self.spec.select,
+                "calls": layer._lora_dash_ncalls.get(adapter, 0),
+            }
+        rec = record["default"] if list(record) == ["default"] else record
+        self.records[base_name(name)] = rec
+        return rec
+
+    def switch(self, model: nn.Module) -> dict[str, dict[str, Any]]:
+        """Switch every layer not switched yet; return {plain-model layer name: record} for those switched now."""
+        model_id = model_identity(model)
+        out = {}
+        for name, layer in dash_layers(model):
+            rec = self.switch_layer(name, layer, model_id)
+            if rec is not None:
+                out[base_name(name)] = rec
+        return out
+
+    # ----------------------------------------------------------------------------------------------- save / load
+    def dash_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """{f"{layer}.{lora_dash_*}": tensor}, keyed like PEFT's saved adapter (adapter "default" only)."""
+        out = {}
+        for name, layer in dash_layers(model):
+            delta = getattr(layer, DELTA)["default"]
+            with gathered([delta]):
+                out[f"{name}.{DELTA}"] = delta.detach().clone()
+            for key in (U_S, V_S, INDEX, SWITCHED, CALLS):
+                out[f"{name}.{key}"] = getattr(layer, key)["default"].detach().clone()
+        return {k: v.cpu().contiguous() for k, v in out.items()}
+
+    @staticmethod
+    def selected(model: nn.Module) -> dict[str, list[int]]:
+        """{plain-model layer name: S} of every switched layer, read from the saved buffers (survives resume)."""
+        return {base_name(n): getattr(layer, INDEX)["default"].tolist() for n, layer in dash_layers(model)
+                if "default" in layer._lora_dash_on}
+
+    def dash_config(self, model: nn.Module) -> dict[str, Any]:
+        keys = ("s", "t", "count", "select", "seed", "rate_tol", "r", "alpha", "dropout")
+        return {"method": self.name, **{k: v for k, v in asdict(self.spec).items() if k in keys},
+                "selected": self.selected(model), "records": self.records}
+
+    def save_adapter(self, model: nn.Module, folder: Path) -> None:
+        """PEFT's files (which carry the dash tensors too) plus ``dash_state.safetensors`` and ``dash_config.json``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        model.save_pretrained(str(folder))
+        save_file(self.dash_state(model), str(folder / STATE_FILE))
+        (folder / CONFIG_FILE).write_text(json.dumps(self.dash_config(model), indent=2, default=str) + "\n")
+
+    def load_adapter(self, base_model: nn.Module, folder: str | Path, is_trainable: bool = False) -> nn.Module:
+        """``PeftModel.from_pretrained`` then the dash term restored (from ``dash_state.safetensors`` when present,
+        else from the dash tensors in PEFT's ``adapter_model.safetensors``)."""
+        from peft import PeftModel
+        from peft.utils import load_peft_weights
+
+        folder = Path(folder)
+        model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)
+        if (folder / STATE_FILE).exists():
+            from safetensors.torch import load_file
+
+            state = load_file(str(folder / STATE_FILE))
+        else:
+            state = {k: v for k, v in load_peft_weights(str(folder)).items() if ".lora_dash_" in k}
+        names = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, nn.ModuleDict)]
+        missing = [n for n in names if f"{n}.{DELTA}" not in state]
+        if missing:
+            raise ValueError(f"{folder} holds no LoRA-Dash state for {missing[:3]}{'…' if len(missing) > 3 else ''}; "
+                             "it was not saved from a LoRADash model (load it with PeftModel.from_pretrained).")
+        s = int(state[f"{names[0]}.{DELTA}"].numel())
+        self.install(model, trainable=is_trainable, s=s)
+        modules = dict(model.named_modules())
+        with torch.no_grad():
+            for name in names:
+                layer = modules[name]
+                for key in DASH_NAMES:
+                    if f"{name}.{key}" in state:
+                        target = getattr(layer, key)["default"]
+                        target.copy_(state[f"{name}.{key}"].to(device=target.device, dtype=target.dtype))
+                _refresh_mirrors(layer)
+        return model
+
+    # ----------------------------------------------------------------------------------------------- merge
+    @torch.no_grad()
+    def merged(self, model: nn.Module) -> nn.Module:
+        """A merged copy, W + sBA + U_S diag(δ) V_Sᵀ in plain weights; the trained PEFT model is left as it was."""
+        out = copy.deepcopy(model)
+        for _, layer in dash_layers(out):
+            for adapter in layer._lora_dash_on & set(layer.active_adapters):
+                delta = getattr(layer, DELTA)[adapter]
+                dash = (getattr(layer, U_S)[adapter].float() * delta.float()) @ getattr(layer, V_S)[adapter].float().mT
+                w = layer.get_base_layer().weight
+                if getattr(layer, "fan_in_fan_out", False):
+                    dash = dash.mT
+                w.copy_((w.float() + dash.to(w.device)).to(w.dtype))
+        return out.merge_and_unload()
+
+
+def model_identity(model: nn.Module) -> str:
+    """A name for the SVD cache's folder: the base model's ``_name_or_path``, else its class name."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__
