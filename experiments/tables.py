@@ -23,7 +23,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from experiments.runs import (
     canonical_task,
     problem_report,
 )
+from spectune.io import write_text_atomic
 
 NO_METRIC = "no metric"
 PROBLEM_KINDS = (FAILED, INCOMPLETE, MALFORMED, NO_METRIC)
@@ -716,20 +716,7 @@ def render_csv(table: Table) -> str:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace`` (no partial files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 def write_table(table: Table, out_dir: str | os.PathLike[str]) -> dict[str, Path]:

