@@ -7,8 +7,13 @@ SCALE ?= smoke
 SEEDS ?= 3
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
+TRAIN := $(BIN)/python -m spectune.train
+SEED_LIST = $(shell seq -s, 0 $$(($(SEEDS)-1)))
+# LoRA-Dash's pre-launch length: the paper's t=100 at paper scale; scaled to the short smoke runs (24-64 steps).
+DASH_T_smoke := method.t=8
+DASH_T_paper :=
 
-.PHONY: help setup test test-fast lint table-glue-smoke archive-runs clean-runs
+.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table2 archive-runs clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-22s %s\n", $$1, $$2}'
@@ -32,10 +37,18 @@ lint: ## ruff on src, tests, experiments
 	$(BIN)/ruff check src tests experiments
 
 table-glue-smoke: ## First table: full FT vs LoRA on GLUE SST-2/RTE/MRPC, MiniLM, smoke scale, SEEDS seeds
-	$(BIN)/python -m spectune.train -m experiment=glue_ft_vs_lora seed=$$(seq -s, 0 $$(($(SEEDS)-1)))
+	$(TRAIN) -m experiment=glue_ft_vs_lora seed=$(SEED_LIST)
 	$(BIN)/python -m experiments.glue_ft_vs_lora --runs runs/glue_ft_vs_lora --out results/tables \
 	  --command "make table-glue-smoke SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/glue_ft_vs_lora
+
+reproduce-table2: ## LoRA-Dash GLUE table: FT vs LoRA vs LoRA-Dash r in {2,8} (SCALE=smoke|paper, SEEDS=n)
+	$(TRAIN) -m experiment=table2_glue_$(SCALE) method=full seed=$(SEED_LIST)
+	$(TRAIN) -m experiment=table2_glue_$(SCALE) method=lora method.r=2,8 seed=$(SEED_LIST)
+	$(TRAIN) -m experiment=table2_glue_$(SCALE) method=lora_dash method.r=2,8 $(DASH_T_$(SCALE)) seed=$(SEED_LIST)
+	$(BIN)/python -m experiments.table2_glue --runs runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,) \
+	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	$(MAKE) archive-runs RUNS=runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,)
 
 archive-runs: ## Copy the small files of the run folders under RUNS into results/ (provenance of committed tables)
 	cd $(RUNS)/.. && find $(notdir $(RUNS)) \( -name summary.json -o -name config.yaml -o -name eval_results.json \

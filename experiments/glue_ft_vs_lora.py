@@ -46,11 +46,12 @@ CAVEATS = (
 )
 
 
-def paper_rows(paper_csv: str | Path = PAPER_CSV) -> list[PaperRow]:
-    """The paper's DeBERTaV3-base FT, LoRA r=8 and LoRA r=2 rows (SST-2, RTE, MRPC accuracy)."""
-    return load_paper_rows(paper_csv, model_column="backbone", model=PAPER_BACKBONE,
-                           label=f"paper ({PAPER_BACKBONE})", column_map={"sst2": "sst2", "rte": "rte", "mrpc": "mrpc"},
-                           select=PAPER_ROWS)
+def paper_rows(paper_csv: str | Path = PAPER_CSV, select: Sequence[tuple[str, int | None]] = PAPER_ROWS,
+               backbone: str = PAPER_BACKBONE) -> list[PaperRow]:
+    """The paper's rows for ``backbone`` (default: DeBERTaV3-base FT, LoRA r=8, LoRA r=2) on SST-2, RTE, MRPC."""
+    return load_paper_rows(paper_csv, model_column="backbone", model=backbone,
+                           label=f"paper ({backbone})", column_map={"sst2": "sst2", "rte": "rte", "mrpc": "mrpc"},
+                           select=select)
 
 
 def build_spec(runs_root: str, command: str, paper_csv: str | Path = PAPER_CSV) -> TableSpec:
@@ -89,20 +90,25 @@ def make_table(runs_root: str | Path, command: str, paper_csv: str | Path = PAPE
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 when the runs folder does not exist)."""
+    return run_cli(argv, NAME, __doc__, build_spec)
+
+
+def run_cli(argv: Sequence[str] | None, name: str, doc: str | None, spec_fn) -> int:
+    """Shared CLI of the GLUE table drivers: ``spec_fn(runs_root, command, paper_csv) -> TableSpec``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m experiments.glue_ft_vs_lora", description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", default="runs/glue_ft_vs_lora", help="root of the run folders")
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=(doc or "").split("\n")[0])
+    parser.add_argument("--runs", default=f"runs/{name}", help="root of the run folders")
     parser.add_argument("--out", default="results/tables", help="folder for <name>.md and <name>.csv")
     parser.add_argument("--command", default=None,
                         help="the exact command that produced the table, for the caption "
                              "(default: this command line)")
     parser.add_argument("--paper", default=str(PAPER_CSV), help="the paper's GLUE CSV")
     args = parser.parse_args(args_list)
-    command = args.command or shlex.join(["python", "-m", "experiments.glue_ft_vs_lora", *args_list])
+    command = args.command or shlex.join(["python", "-m", f"experiments.{name}", *args_list])
     if not Path(args.runs).is_dir():
         print(f"error: no run folders at {args.runs} (run the sweep first)", file=sys.stderr)
         return 2
-    table = make_table(args.runs, command, args.paper)
+    table = build_table(collect_runs(args.runs), spec_fn(str(args.runs), command, args.paper))
     paths = write_table(table, args.out)
     for note in table.provenance.notes:
         print(f"note: {note}", file=sys.stderr)

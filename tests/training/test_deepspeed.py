@@ -47,3 +47,22 @@ def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
     # DeepSpeed really ran: its checkpoint layout holds ZeRO optimizer shards of both ranks.
     shards = list(run_dir.glob("checkpoints/checkpoint-*/global_step*/*optim_states.pt"))
     assert len({p.name for p in shards}) >= 2, shards
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_two_rank_lora_dash_switch_agrees_across_ranks(tmp_path: Path, stage: str) -> None:
+    """The dash switch runs on gathered weights under ZeRO-3, and both ranks select the same directions."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(_free_port()), "-m"]
+    run_train(["model=minilm", "task=glue/sst2", "task.n_train=32", "task.n_test=8", "method=lora_dash", "method.r=4",
+               "method.s=4", "method.t=2", "train.batch_size=4", "train.max_steps=4", "train.logging_steps=1",
+               "train.save_steps=100", f"train.deepspeed={stage}", "export_merged=false", "train.num_threads=1"],
+              tmp_path, launcher=launcher, timeout=900)
+    run_dir = tmp_path / "single/minilm/dash-r4-s4/sst2/seed0"
+    assert summary(run_dir)["status"] == "finished"
+    rank0 = json.loads((run_dir / "dash_selected.rank0.json").read_text())
+    rank1 = json.loads((run_dir / "dash_selected.rank1.json").read_text())
+    assert rank0 == rank1
+    assert len(rank0) == 36  # 6 layers x (query, key, value, attention.output.dense, intermediate.dense, output.dense)
+    assert all(len(ix) == 4 and min(ix) >= 0 for ix in rank0.values())

@@ -214,8 +214,12 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
         resume_from = str(last_checkpoint(run_dir)) if mode == "resume" and last_checkpoint(run_dir) else None
         result = trainer.train(resume_from_checkpoint=resume_from)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        if main and hasattr(method, "selected"):
-            write_json(run_dir / "dash_selected.json", {"selected": method.selected(model), "records": method.records})
+        if hasattr(method, "selected"):  # LoRA-Dash: the directions each layer chose at the switch
+            chosen = {"selected": method.selected(model), "records": method.records}
+            if main:
+                write_json(run_dir / "dash_selected.json", chosen)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank's own view, to check they agree
+                write_json(run_dir / f"dash_selected.rank{os.environ.get('RANK', '0')}.json", chosen["selected"])
         # Save what was learned; under ZeRO-3 the Trainer gathers the partitioned weights for this.
         save_dir = run_dir / ("merged" if cfg.method.name == "full" else "adapter")
         trainer.save_model(str(save_dir))
