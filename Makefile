@@ -13,7 +13,7 @@ SEED_LIST = $(shell seq -s, 0 $$(($(SEEDS)-1)))
 DASH_T_smoke := method.t=8
 DASH_T_paper :=
 
-.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table2 archive-runs clean-runs
+.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table2 figures archive-runs clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-22s %s\n", $$1, $$2}'
@@ -49,6 +49,17 @@ reproduce-table2: ## LoRA-Dash GLUE table: FT vs LoRA vs LoRA-Dash r in {2,8} (S
 	$(BIN)/python -m experiments.table2_glue --runs runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,) \
 	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,)
+
+figures: ## TSD figures at smoke scale: LoRA's predicted vs true directions over training (r=8,16,32), change-rate profile
+	$(TRAIN) -m experiment=tsd_tracking_smoke method=full export_merged=true
+	$(TRAIN) -m experiment=tsd_tracking_smoke method=lora method.r=8,16,32 \
+	  analysis.tsd_reference=runs/tsd_tracking/minilm/full/sst2/seed0
+	$(BIN)/python -m experiments.tsd_figures --runs runs/tsd_tracking --out results/figures --command "make figures"
+	rm -rf results/figures/tsd_profile_minilm_sst2
+	$(BIN)/python -m spectune.analyze runs/tsd_tracking/minilm/lora-r8/sst2/seed0 \
+	  --reference runs/tsd_tracking/minilm/full/sst2/seed0 --plot layer.3.attention.self.query \
+	  --out results/figures/tsd_profile_minilm_sst2
+	$(MAKE) archive-runs RUNS=runs/tsd_tracking
 
 archive-runs: ## Copy the small files of the run folders under RUNS into results/ (provenance of committed tables)
 	cd $(RUNS)/.. && find $(notdir $(RUNS)) \( -name summary.json -o -name config.yaml -o -name eval_results.json \

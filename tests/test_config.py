@@ -88,6 +88,8 @@ def test_smoke_lr_follows_method() -> None:
         (["logger.mode=sometimes"], "logger.mode"),
         (["eval.protocols=[vibes]"], "eval.protocols"),
         (["train.precision=fp16", "model.dtype=bfloat16"], "mixes half formats"),
+        (["method=full", "analysis.tsd_reference=runs/x"], "has none"),
+        (["analysis.tsd_reference=runs/x", "train.deepspeed=zero3"], "partitioned"),
     ],
 )
 def test_contradictory_options_fail_with_fix(overrides: list[str], fragment: str) -> None:

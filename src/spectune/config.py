@@ -83,6 +83,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.r={cfg.method.r} must be a positive integer.")
     if cfg.logger.mode not in {"online", "offline", "disabled"}:
         raise ConfigError(f"logger.mode={cfg.logger.mode} must be online, offline or disabled.")
+    if cfg.analysis.tsd_reference is not None:
+        if cfg.method.name not in ("lora", "lora_dash"):
+            raise ConfigError(f"analysis.tsd_reference tracks LoRA's predicted directions; method={cfg.method.name} "
+                              "has none. Use method=lora or method=lora_dash, or drop analysis.tsd_reference.")
+        if t.deepspeed == "zero3":
+            raise ConfigError("analysis.tsd_reference reads whole LoRA factors every few steps; under ZeRO-3 they are "
+                              "partitioned. Use train.deepspeed=zero2 (or none) for TSD tracking runs.")
     protocols = set(cfg.eval.protocols)
     unknown = protocols - {"likelihood", "generation"}
     if unknown:

@@ -209,8 +209,14 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
             # gradient-accumulation division and multiply the loss by the world size (2x gradients and logged loss
             # on 2 ranks). Declare the truth.
             getattr(model, "get_base_model", lambda: model)().accepts_loss_kwargs = False
+        callbacks = [EventCallback(events), *method.callbacks()]
+        if cfg.analysis.tsd_reference is not None and main:
+            from spectune.training.tsd_tracking import TSDTracker
+
+            callbacks.append(TSDTracker(Path(cfg.analysis.tsd_reference), cfg.analysis.tsd_every, events.log,
+                                        model_id=cfg.model.name_or_path))
         trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=collator,
-                          callbacks=[EventCallback(events), *method.callbacks()])
+                          callbacks=callbacks)
         resume_from = str(last_checkpoint(run_dir)) if mode == "resume" and last_checkpoint(run_dir) else None
         result = trainer.train(resume_from_checkpoint=resume_from)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

@@ -1,0 +1,92 @@
+"""Track how well LoRA's update predicts the task-specific directions during training (LoRA-Dash, Si et al. 2024).
+
+Every ``every`` optimizer steps, for each LoRA layer: predicted rates δ̂_i = |u_iᵀ (sBA) v_i| / σ_i from the
+current factors (never forming ΔW), true rates δ_i = |u_iᵀ ΔW* v_i| / σ_i from a full fine-tuning run's
+ΔW* = W* − W (computed once), and the paper's overlaps: recall (true top-4 inside predicted top-8) and accuracy
+(predicted top-8 inside true top-16). The mean over layers (and each layer's values) go to the event stream
+(metrics.jsonl, W&B) as ``tsd`` events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from spectune.spectral import SVDCache, change_rates, change_rates_lowrank, tsd_overlap
+
+
+def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """PEFT LoRA layers by their base-model module name (``base_model.model.`` prefix removed)."""
+    out = {}
+    for name, m in model.named_modules():
+        if hasattr(m, "lora_A") and hasattr(m, "base_layer") and "default" in getattr(m, "lora_A", {}):
+            out[name.removeprefix("base_model.model.")] = m
+    return out
+
+
+def reference_state(reference: Path) -> dict[str, torch.Tensor]:
+    """W* of a full fine-tuning run (``<run>/merged``) or a model folder, by module name."""
+    from safetensors.torch import load_file
+
+    folder = reference / "merged" if (reference / "merged").is_dir() else reference
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"No safetensors weights in {folder}: analysis.tsd_reference must be a finished full "
+                                "fine-tuning run folder (with merged/) of the same model and task.")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return {k.removesuffix(".weight"): v for k, v in state.items() if k.endswith(".weight")}
+
+
+class TSDTracker(TrainerCallback):
+    """Log the overlap of LoRA's predicted TSD with the reference run's true TSD every ``every`` steps."""
+
+    def __init__(self, reference: Path, every: int, log: Any, model_id: str, k_pred: int = 8):
+        if every < 1:
+            raise ValueError(f"analysis.tsd_every={every} must be >= 1.")
+        self.reference, self.every, self.log, self.model_id, self.k_pred = Path(reference), every, log, model_id, k_pred
+        self.true: dict[str, torch.Tensor] = {}
+        self.svds: dict[str, Any] = {}
+
+    def on_train_begin(self, args, state, control, model: nn.Module | None = None, **kwargs):
+        ref = reference_state(self.reference)
+        cache = SVDCache()
+        layers = lora_layers(model)
+        if not layers:
+            raise ValueError("analysis.tsd_reference needs a LoRA model (method=lora or lora_dash).")
+        for name, layer in layers.items():
+            key = next((c for c in (name, name.removeprefix("model."), f"model.{name}") if c in ref), None)
+            if key is None:
+                raise ValueError(f"The reference run {self.reference} has no weight for {name}: same model?")
+            W = layer.base_layer.weight.detach().float().cpu()
+            self.svds[name] = cache.get(self.model_id, f"{name}.weight", W)
+            self.true[name] = change_rates(W, ref[key].float() - W, svd=self.svds[name])
+        self._measure(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model: nn.Module | None = None, **kwargs):
+        if state.global_step % self.every == 0:
+            self._measure(model, state.global_step)
+
+    @torch.no_grad()
+    def _measure(self, model: nn.Module, step: int) -> None:
+        per_layer = {}
+        for name, layer in lora_layers(model).items():
+            A = layer.lora_A["default"].weight.detach().float().cpu()
+            B = layer.lora_B["default"].weight.detach().float().cpu()
+            W = layer.base_layer.weight.detach().float().cpu()
+            pred = change_rates_lowrank(W, B, A, float(layer.scaling["default"]), svd=self.svds[name])
+            if not torch.any(pred > 0):  # B = 0 at step 0: LoRA predicts nothing yet
+                continue
+            n = pred.numel()
+            per_layer[name] = tsd_overlap(pred, self.true[name], k_pred=min(self.k_pred, n),
+                                          k_true_recall=min(4, n), k_true_accuracy=min(16, n))
+        if per_layer:
+            recall = sum(v["recall"] for v in per_layer.values()) / len(per_layer)
+            accuracy = sum(v["accuracy"] for v in per_layer.values()) / len(per_layer)
+            self.log("tsd", step=step, recall=recall, accuracy=accuracy, layers=len(per_layer),
+                     per_layer={k: [v["recall"], v["accuracy"]] for k, v in per_layer.items()})
