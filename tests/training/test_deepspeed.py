@@ -27,7 +27,7 @@ def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
                 str(_free_port()), "-m"]
     run_train(["model=minilm", "task=glue/sst2", "task.n_train=64", "task.n_test=16", "method=lora", "method.r=4",
                "train.batch_size=4", "train.epochs=2", "train.lr=1e-3", "train.logging_steps=1", "train.save_steps=4",
-               f"train.deepspeed={stage}", "export_merged=false", "train.num_threads=1"],
+               f"train.deepspeed={stage}", "export_merged=false", "train.num_threads=1", "keep_checkpoints=true"],
               tmp_path, launcher=launcher, timeout=900)
     run_dir = tmp_path / "single/minilm/lora-r4/sst2/seed0"
     s = summary(run_dir)

@@ -31,6 +31,7 @@ def test_minilm_lora_trains_and_writes_run_folder(tmp_path: Path) -> None:
         assert (run_dir / name).exists(), name
     s = summary(run_dir)
     assert s["status"] == "finished" and s["rank"] == 8 and s["train_steps"] == 24
+    assert not (run_dir / "checkpoints").exists()  # resume points go once the run is finished
     first, last = _loss_falls(run_dir)
     assert last < first - 0.05, (first, last)
     res = json.loads((run_dir / "eval_results.json").read_text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,8 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
             }
             events.summary({k: v for k, v in summary.items() if k != "metrics"} | _flat(metrics))
             write_json(run_dir / "summary.json", summary)
+            if not cfg.keep_checkpoints:  # finished: resume points are no longer needed (full FT: ~3x model size)
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             _console_summary(run_dir, summary)
         _barrier()
         return summary
