@@ -185,11 +185,12 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
     n_trainable, n_total = trainable_parameters(model)
     main = is_main_process()
     container = to_container(cfg)
+    env = environment()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if mode == "new":
             write_yaml(run_dir / "config.yaml", container)
-        write_json(run_dir / "environment.json", environment())
+        write_json(run_dir / "environment.json", env)
         write_indices(splits, run_dir / "data_indices.json")
     events = EventLogger(run_dir, container, mode=cfg.logger.mode, project=cfg.logger.project,
                          entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
@@ -218,8 +219,8 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
                                         model_id=cfg.model.name_or_path))
         trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=collator,
                           callbacks=callbacks)
-        resume_from = str(last_checkpoint(run_dir)) if mode == "resume" and last_checkpoint(run_dir) else None
-        result = trainer.train(resume_from_checkpoint=resume_from)
+        resume_from = last_checkpoint(run_dir) if mode == "resume" else None
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         if hasattr(method, "selected"):  # LoRA-Dash: the directions each layer chose at the switch
             chosen = {"selected": method.selected(model), "records": method.records}
@@ -247,7 +248,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
             summary = {
                 "status": "finished", "model": cfg.model.name, "method": cfg.method.name,
                 "method_label": cfg.method.label, "task": cfg.task.name, "scale": cfg.scale_name, "seed": cfg.seed,
-                "rank": method.rank(), "commit": environment()["git"]["commit"],
+                "rank": method.rank(), "commit": env["git"]["commit"],
                 "runtime_s": round(time.time() - t0, 1), "train_steps": result.global_step,
                 "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
                 "trainable_params": n_trainable, "total_params": n_total,
