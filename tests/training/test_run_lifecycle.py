@@ -85,6 +85,8 @@ def test_failing_cell_does_not_take_the_sweep_down(tmp_path: Path) -> None:
         (["task=glue/cola"], "HF_HUB_OFFLINE"),
         (["model.name_or_path=meta-llama/Llama-2-7b-hf"], "embedded"),
         (["method=nosuch"], "Could not find 'method/nosuch'"),
+        (["model=nosuch"], "Could not find 'model/nosuch'"),
+        (["task=glue/nosuch"], "Could not find 'task/glue/nosuch'"),
         (["task.name=nosuch"], "Unknown task 'nosuch'"),
     ],
 )
