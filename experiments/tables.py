@@ -58,7 +58,8 @@ METHOD_ORDER = ("full", "lora", "lora_dash", "plora", "svf")
 TRAINING_KEYS = {
     "train": ("lr", "learning_rate", "epochs", "num_train_epochs", "max_steps", "batch_size",
               "per_device_train_batch_size", "grad_accum", "max_length", "warmup_ratio", "warmup_steps", "precision"),
-    "method": ("r", "alpha", "lora_alpha", "dropout"),
+    # LoRA-Dash: s directions after t pre-launch steps (what t counts), chosen by `select`; PLoRA and SVF keys later.
+    "method": ("r", "alpha", "lora_alpha", "dropout", "s", "t", "count", "select"),
 }
 
 
