@@ -97,17 +97,12 @@ def lora_factors(adapter_dir: Path) -> tuple[dict[str, tuple[torch.Tensor, torch
 
 def reference_weights(reference: Path) -> dict[str, torch.Tensor]:
     """Weights W* of a full fine-tuning run (its ``merged/``) or of a model folder, by module name."""
-    from safetensors.torch import load_file
+    from spectune.training.tsd_tracking import reference_state
 
-    folder = reference / "merged" if (reference / "merged").is_dir() else reference
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise SystemExit(f"No safetensors weights in {folder}: pass a full fine-tuning run folder (merged/) or a "
-                         "model folder.")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    return {k.removesuffix(".weight"): v for k, v in state.items() if k.endswith(".weight")}
+    try:
+        return reference_state(reference)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from err
 
 
 def analyze(src: AdapterSource, reference: Path | None = None, top: int = 8, dtype: torch.dtype = torch.float64,
