@@ -20,11 +20,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(nproc: int = 2) -> list[str]:
+    """torchrun on a free port (port 0 hangs the rendezvous), then ``-m`` for the module to launch."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+            str(_free_port()), "-m"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(_free_port()), "-m"]
+    launcher = _torchrun()
     run_train(["model=minilm", "task=glue/sst2", "task.n_train=64", "task.n_test=16", "method=lora", "method.r=4",
                "train.batch_size=4", "train.epochs=2", "train.lr=1e-3", "train.logging_steps=1", "train.save_steps=4",
                f"train.deepspeed={stage}", "export_merged=false", "train.num_threads=1", "keep_checkpoints=true"],
@@ -53,8 +58,7 @@ def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_two_rank_lora_dash_switch_agrees_across_ranks(tmp_path: Path, stage: str) -> None:
     """The dash switch runs on gathered weights under ZeRO-3, and both ranks select the same directions."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(_free_port()), "-m"]
+    launcher = _torchrun()
     run_train(["model=minilm", "task=glue/sst2", "task.n_train=32", "task.n_test=8", "method=lora_dash", "method.r=4",
                "method.s=4", "method.t=2", "train.batch_size=4", "train.max_steps=4", "train.logging_steps=1",
                "train.save_steps=100", f"train.deepspeed={stage}", "export_merged=false", "train.num_threads=1"],
