@@ -47,6 +47,16 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def init_distributed() -> None:
+    """Under torchrun, join the process group before the run folder is touched (the Trainer reuses it)."""
+    if (int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available()
+            or torch.distributed.is_initialized()):
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
 def model_kind(cfg: DictConfig) -> str:
     return "causal_lm" if cfg.model.family == "causal_lm" else "sequence_classification"
 
@@ -156,11 +166,33 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
     return "new"
 
 
+def decide_run_mode(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
+    """:func:`prepare_run_dir` on rank 0 alone, its answer (or its error) broadcast to every rank.
+
+    Each rank checking the folder itself is a race: a slower rank finds the config rank 0 has just written and
+    takes the fresh run for an unfinished one.
+    """
+    init_distributed()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return prepare_run_dir(cfg, run_dir, multirun)
+    outcome: list[Any] = [None]
+    if is_main_process():
+        try:
+            outcome[0] = ("mode", prepare_run_dir(cfg, run_dir, multirun))
+        except Exception as err:  # every rank raises rank 0's error
+            outcome[0] = ("error", err)
+    torch.distributed.broadcast_object_list(outcome, src=0)
+    kind, value = outcome[0]
+    if kind == "error":
+        raise value
+    return value
+
+
 def train_and_evaluate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, Any]:
     """Run one cell end to end; return the summary dict (also written to ``summary.json``)."""
     t0 = time.time()
     validate(cfg)
-    mode = prepare_run_dir(cfg, run_dir, multirun)
+    mode = decide_run_mode(cfg, run_dir, multirun)
     if mode == "skip":
         log.info("%s is finished; skipped (results are never overwritten).", run_dir)
         return read_json(run_dir / "summary.json")
