@@ -90,6 +90,10 @@ def test_smoke_lr_follows_method() -> None:
         (["train.precision=fp16", "model.dtype=bfloat16"], "mixes half formats"),
         (["method=full", "analysis.tsd_reference=runs/x"], "has none"),
         (["analysis.tsd_reference=runs/x", "train.deepspeed=zero3"], "partitioned"),
+        (["model=minilm", "task=plora/mmlu"], "trains a causal LM"),
+        (["model=smollm2", "task=plora/mmlu_gsm8k", "task.source=hub"], r"task\.source=embedded"),
+        (["model=smollm2", "task=plora/gsm8k", "scale=paper"], r"task\.source=embedded"),
+        (["model=smollm2", "task=plora/gsm8k", "scale=paper", "task.source=embedded"], r"protocols=\[likelihood\]"),
     ],
 )
 def test_contradictory_options_fail_with_fix(overrides: list[str], fragment: str) -> None:
