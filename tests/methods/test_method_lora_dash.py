@@ -15,8 +15,8 @@ from torch import nn
 
 from spectune.methods.lora import LoRA, LoraSpec
 from spectune.methods.lora_dash import CALLS, DELTA, INDEX, SWITCHED, U_S, V_S, LoRADash, LoraDashSpec, dash_layers
+from spectune.methods.lora_dash_schedule import DashSwitchCallback
 from spectune.spectral import SVDCache
-from spectune.training.callbacks import DashSwitchCallback
 
 
 @pytest.fixture(autouse=True)

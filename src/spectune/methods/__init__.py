@@ -8,11 +8,13 @@ from spectune.methods.base import Method, trainable_parameters
 from spectune.methods.full import FullFineTuning
 from spectune.methods.lora import LoRA, LoraSpec
 from spectune.methods.lora_dash import LoRADash, LoraDashSpec
+from spectune.methods.plora import PeriodicLoRA, PLoraSpec
 
 METHODS = {
     "full": "full fine-tuning",
     "lora": "PEFT LoRA (baseline)",
     "lora_dash": "LoRA-Dash (LoRA + s task-specific directions)",
+    "plora": "PeriodicLoRA (LoRA unloaded into W every stage)",
 }
 
 
@@ -24,8 +26,10 @@ def build_method(name: str, **kwargs: Any) -> Method:
         return LoRA(LoraSpec(**kwargs))
     if name == "lora_dash":
         return LoRADash(LoraDashSpec(**kwargs))
+    if name == "plora":
+        return PeriodicLoRA(PLoraSpec(**kwargs))
     raise ValueError(f"Unknown method '{name}'. Known methods: {sorted(METHODS)} (choose with method=<name>).")
 
 
-__all__ = ["METHODS", "FullFineTuning", "LoRA", "LoRADash", "LoraDashSpec", "LoraSpec", "Method", "build_method",
-           "trainable_parameters"]
+__all__ = ["METHODS", "FullFineTuning", "LoRA", "LoRADash", "LoraDashSpec", "LoraSpec", "Method", "PLoraSpec",
+           "PeriodicLoRA", "build_method", "trainable_parameters"]

@@ -22,9 +22,16 @@ class Method(ABC):
     def attach(self, model: nn.Module, task_type: str) -> nn.Module:
         """Return the model ready for training (adapters injected, trainable flags set)."""
 
-    def callbacks(self) -> list[Any]:
-        """Trainer callbacks that drive the method's schedule (dash switch, PLoRA unloads…)."""
+    def callbacks(self, log_event: Any = None) -> list[Any]:
+        """Trainer callbacks that drive the method's schedule (dash switch, PLoRA unloads…).
+
+        ``log_event(kind, step=..., **values)`` records what they do (the run's metrics.jsonl and W&B).
+        """
         return []
+
+    def save_extras(self, model: nn.Module, folder: Path) -> None:
+        """Files the method needs beside PEFT's adapter files in ``folder`` (none by default)."""
+        return None
 
     @abstractmethod
     def save_adapter(self, model: nn.Module, folder: Path) -> None:

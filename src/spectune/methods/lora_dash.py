@@ -235,16 +235,21 @@ class LoRADash(LoRA):
 
     def install_counter(self, model: nn.Module) -> None:
         """Install the per-layer forward-call counter (count=forward_calls); idempotent."""
-        from spectune.training.callbacks import ForwardCallCounter
+        from spectune.methods.lora_dash_schedule import ForwardCallCounter
 
         if self.counter is None:
             self.counter = ForwardCallCounter(self)
         self.counter.install(model)
 
-    def callbacks(self) -> list[Any]:
-        from spectune.training.callbacks import DashSwitchCallback
+    def callbacks(self, log_event: Any = None) -> list[Any]:
+        from spectune.methods.lora_dash_schedule import DashSwitchCallback
 
-        return [DashSwitchCallback(self)]
+        def on_switch(records: dict[str, Any], step: int) -> None:
+            if log_event is not None:
+                log_event("dash_switch", step=step, layers=len(records),
+                          selected={k: v.get("indices") if isinstance(v, dict) else v for k, v in records.items()})
+
+        return [DashSwitchCallback(self, on_switch)]
 
     # ----------------------------------------------------------------------------------------------- switch
     def _svd(self, name: str, weight: torch.Tensor, model_id: str) -> SVD:

@@ -6,7 +6,7 @@ of the import graph, below methods/, training/ and evaluation/.
 
 from spectune.spectral.decomposition import SVD, SVDCache, model_svds, svd, weight_hash
 from spectune.spectral.overlap import accuracy, recall, tsd_overlap
-from spectune.spectral.rank import rank_stats
+from spectune.spectral.rank import rank_stats, rank_stats_lowrank
 from spectune.spectral.rates import (
     change_rates,
     change_rates_lowrank,
@@ -28,6 +28,7 @@ __all__ = [
     "default_tol",
     "model_svds",
     "rank_stats",
+    "rank_stats_lowrank",
     "rates_from_changes",
     "recall",
     "svd",

@@ -34,14 +34,45 @@ def rank_stats(matrix: torch.Tensor | np.ndarray, tol: float | None = None) -> d
     m = m.detach().cpu()
     if m.dim() != 2:
         raise ValueError(f"rank_stats needs a 2-D matrix; got shape {tuple(m.shape)}.")
-    if tol is not None and tol < 0:
-        raise ValueError(f"tol must be ≥ 0; got {tol}.")
     eps_dtype = m.dtype if m.dtype.is_floating_point else torch.float64
     m64 = m.to(torch.float64)
     sigma = torch.linalg.svdvals(m64) if m64.numel() else torch.zeros(0, dtype=torch.float64)
+    return _stats(tuple(m.shape), sigma, eps_dtype, tol)
+
+
+def rank_stats_lowrank(B: torch.Tensor, A: torch.Tensor, tol: float | None = None) -> dict[str, Any]:
+    """:func:`rank_stats` of M = B A (B: m×k, A: k×n) without forming M: the same keys and conventions.
+
+    With B = Q_B R_B and Aᵀ = Q_A R_A (reduced QR, float64), M = Q_B (R_B R_Aᵀ) Q_Aᵀ and Q_B, Q_A have orthonormal
+    columns, so σ(M) = σ(R_B R_Aᵀ), a k×k problem (k = r·stages for PeriodicLoRA's accumulated update). The
+    spectrum is padded with zeros to min(m, n) values; ``tol`` defaults to max(m, n)·eps·σ_1 with eps of the
+    factors' dtype, as for the dense matrix.
+    """
+    if B.dim() != 2 or A.dim() != 2 or B.shape[1] != A.shape[0]:
+        raise ValueError(f"rank_stats_lowrank needs B (m×k) and A (k×n); got {tuple(B.shape)} and {tuple(A.shape)}.")
+    eps_dtype = B.dtype if B.dtype.is_floating_point else torch.float64
+    b64, a64 = B.detach().cpu().to(torch.float64), A.detach().cpu().to(torch.float64)
+    m, n = b64.shape[0], a64.shape[1]
+    if b64.shape[1] >= min(m, n):  # no saving: the dense product is as small
+        return _stats((m, n), torch.linalg.svdvals(b64 @ a64), eps_dtype, tol)
+    _, r_b = torch.linalg.qr(b64)
+    _, r_a = torch.linalg.qr(a64.mT)
+    core = torch.linalg.svdvals(r_b @ r_a.mT)
+    sigma = torch.cat([core, torch.zeros(min(m, n) - core.numel(), dtype=torch.float64)])
+    return _stats((m, n), sigma, eps_dtype, tol)
+
+
+def _tol(shape: tuple[int, ...], tol: float | None, eps_dtype: torch.dtype, sigma_max: float) -> float:
+    if tol is not None and tol < 0:
+        raise ValueError(f"tol must be ≥ 0; got {tol}.")
+    return max(shape) * torch.finfo(eps_dtype).eps * sigma_max if tol is None else float(tol)
+
+
+def _stats(shape: tuple[int, ...], sigma: torch.Tensor, eps_dtype: torch.dtype, tol: float | None) -> dict[str, Any]:
+    """The measures from a descending float64 spectrum ``sigma`` of a matrix of ``shape``."""
     sigma_max = float(sigma[0]) if sigma.numel() else 0.0
-    used_tol = max(m.shape) * torch.finfo(eps_dtype).eps * sigma_max if tol is None else float(tol)
-    fro = float(torch.linalg.norm(m64)) if m64.numel() else 0.0
+    used_tol = _tol(shape, tol, eps_dtype, sigma_max)
+    fro = float(sigma.pow(2).sum().sqrt()) if sigma.numel() else 0.0
     if sigma_max > 0.0:
         stable = float((sigma**2).sum()) / sigma_max**2  # from σ: Σσ² ≥ σ_1² holds in floating point too
         p = sigma / sigma.sum()
@@ -50,7 +81,7 @@ def rank_stats(matrix: torch.Tensor | np.ndarray, tol: float | None = None) -> d
     else:
         stable = effective = 0.0
     return {
-        "shape": [int(s) for s in m.shape],
+        "shape": [int(s) for s in shape],
         "singular_values": sigma.tolist(),
         "tol": used_tol,
         "numerical_rank": int((sigma > used_tol).sum()),

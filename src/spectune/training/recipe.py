@@ -243,7 +243,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
             # gradient-accumulation division and multiply the loss by the world size (2x gradients and logged loss
             # on 2 ranks). Declare the truth.
             getattr(model, "get_base_model", lambda: model)().accepts_loss_kwargs = False
-        callbacks = [EventCallback(events), *method.callbacks()]
+        callbacks = [EventCallback(events), *method.callbacks(events.log)]
         if cfg.analysis.tsd_reference is not None and main:
             from spectune.training.tsd_tracking import TSDTracker
 
@@ -265,6 +265,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
         trainer.save_model(str(save_dir))
         if main:
             tok.save_pretrained(str(save_dir))
+            method.save_extras(getattr(trainer.model, "module", trainer.model), save_dir)
         _barrier()
         metrics: dict[str, Any] = {}
         if cfg.train.deepspeed:

@@ -1,0 +1,276 @@
+"""PeriodicLoRA / PLoRA (Meng et al. 2024) on PEFT's LoRA: training in stages, the adapter unloaded into W at each
+stage boundary, so the accumulated update exceeds rank r at LoRA's memory (methods.md, "PeriodicLoRA").
+
+Within a stage the model is plain PEFT LoRA, h = W x + s·B A drop(x), s = α/r. At a boundary, for every adapted
+matrix (all of it on the weights the optimizer really updates, see ``spectune.methods.optim_state``):
+
+- plain unload (``momentum: 0``):   W ← W + s·B A;   A ← kaiming_uniform(a=√5) (U(−1/√d_in, 1/√d_in));   B ← 0;
+- momentum unload (0 < m < 1):      W ← W + m·s·B A;  A ← c·A,  B ← c·B,  with c = √(1−m) (``momentum_split: sqrt``,
+  the authors' later variant: (1−m)·s·B A stays in the adapter, so the model's function is unchanged) or c = 1−m
+  (``linear``, their earlier variant: (1−m)²·s·B A stays, the function changes);
+- optimizer moments of A and B: ``reset`` (exact: as at step 0) or ``prune`` (the authors' random zeroing of all but
+  ``prune_keep`` = 0.1% of the entries);
+- learning-rate schedule: ``continue`` (the authors: constant LR) or ``restart`` (λ(step − b), b the last boundary).
+
+Boundaries (counted in optimizer steps, driven by :class:`PLoRACallback`, never by forward calls): every
+``unload_every`` steps (or ``unload_every_examples`` examples, converted with the global batch; paper 4.8k = 200 steps
+at batch 24), and at each epoch end (``unload_at_epoch_end``); never after the final step, so the last stage is the
+saved PEFT adapter. The re-initialised A is drawn from a generator seeded by (seed, stage, layer), so all ranks and a
+resumed run draw the same.
+
+Accumulated update after k unloads: W_now − W_0 = Σ_j B̃_j A_j + s·B A, B̃_j = m_j·s·B_j (m_j = 1 for a plain
+unload). The factors (B̃_j, A_j) are kept (CPU, fp32) as the stage history: rank analyses use them without forming
+dense matrices (``spectune.spectral.rank_stats_lowrank``), checkpoints and the saved adapter carry them
+(``plora_stages.safetensors``), and :meth:`PeriodicLoRA.load_adapter` rebuilds the partially merged base W_0 + Σ_j
+B̃_j A_j from them before attaching the last stage's PEFT adapter. Under bf16 training W itself carried bf16 rounding
+of each merge; the rebuilt base is the fp32 sum (the run's ``merged/`` export holds the trained weights exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spectune.methods.lora import LoRA, LoraSpec
+from spectune.methods.optim_state import editable, reset_moments, set_trainable
+
+log = logging.getLogger(__name__)
+
+MOMENTUM_SPLITS = ("sqrt", "linear")
+MOMENT_MODES = ("reset", "prune")
+SCHEDULES = ("continue", "restart")
+STAGES_FILE = "plora_stages.safetensors"
+CONFIG_FILE = "plora_config.json"
+PEFT_PREFIX = "base_model.model."
+
+
+@dataclass
+class PLoraSpec(LoraSpec):
+    """LoRA's hyper-parameters plus the stage schedule (see the module docstring for every symbol).
+
+    ``unload_every``: stage length in optimizer steps; ``unload_every_examples``: the same in training examples
+    (exclusive with ``unload_every``; must be a multiple of the global batch); ``unload_at_epoch_end``: also unload
+    after each epoch's last step; ``momentum``: m, 0 for the plain unload; ``momentum_split``: "sqrt" | "linear";
+    ``moments``: "reset" | "prune"; ``prune_keep``: share of moment entries kept by "prune"; ``schedule``:
+    "continue" | "restart"; ``seed``: seeds the re-initialisation of A.
+    """
+
+    unload_every: int | None = 200
+    unload_every_examples: int | None = None
+    unload_at_epoch_end: bool = True
+    momentum: float = 0.0
+    momentum_split: str = "sqrt"
+    moments: str = "reset"
+    prune_keep: float = 0.001
+    schedule: str = "continue"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.unload_every is not None and self.unload_every_examples is not None:
+            raise ValueError("Give the PLoRA stage length once: method.unload_every (optimizer steps) or "
+                             "method.unload_every_examples (examples), and set the other to null.")
+        for key in ("unload_every", "unload_every_examples"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"method.{key}={v!r} must be a positive integer or null.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"method.momentum={self.momentum} must be in [0, 1): 0 is the plain unload, m>0 merges "
+                             "m·sBA and keeps (1-m) in the adapter (m=1 would leave A=B=0, a dead adapter).")
+        for key, allowed in (("momentum_split", MOMENTUM_SPLITS), ("moments", MOMENT_MODES),
+                             ("schedule", SCHEDULES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"method.{key}={getattr(self, key)!r} is not one of {allowed}.")
+        if not 0.0 < self.prune_keep <= 1.0:
+            raise ValueError(f"method.prune_keep={self.prune_keep} must be in (0, 1].")
+
+    def keep_factor(self) -> float:
+        """c, the factor on A and on B after a momentum unload (1 − m stays in the adapter for ``sqrt``)."""
+        return math.sqrt(1.0 - self.momentum) if self.momentum_split == "sqrt" else 1.0 - self.momentum
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, PEFT LoRA layer) of every layer holding the "default" adapter, in module order."""
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(getattr(m, "lora_A", None), nn.ModuleDict) and "default" in m.lora_A]
+
+
+def base_name(name: str) -> str:
+    """The module name in the plain model (PEFT's ``base_model.model.`` prefix removed)."""
+    return name.removeprefix(PEFT_PREFIX)
+
+
+def kaiming_uniform_a_sqrt5(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """PEFT's / nn.Linear's init of A (r×d_in): kaiming_uniform(a=√5) = U(−b, b), b = gain·√(3/fan_in) with
+    gain = √(2/(1+a²)) = √(1/3), i.e. b = 1/√d_in; drawn in fp32 from ``generator``."""
+    bound = 1.0 / math.sqrt(shape[1])
+    return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0) * bound
+
+
+class PeriodicLoRA(LoRA):
+    """PEFT LoRA trained in stages; :meth:`unload` is the stage boundary, :class:`PLoRACallback` drives it."""
+
+    name = "plora"
+
+    def __init__(self, spec: PLoraSpec):
+        super().__init__(spec)
+        self.spec: PLoraSpec = spec
+        # Stage history: one entry per unload; factors[layer] = [(B̃_j, A_j), …] on CPU in fp32.
+        self.stages: list[dict[str, Any]] = []
+        self.factors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def callbacks(self, log_event: Any = None) -> list[Any]:
+        from spectune.methods.plora_schedule import PLoRACallback
+
+        return [PLoRACallback(self, log_event)]
+
+    # ------------------------------------------------------------------------------------------------ unload
+    def _generator(self, stage: int, name: str) -> torch.Generator:
+        return torch.Generator().manual_seed(self.spec.seed * 1_000_003 + stage * 7919 + zlib.crc32(name.encode()))
+
+    @torch.no_grad()
+    def unload(self, model: nn.Module, step: int, optimizer: Any = None, reason: str = "interval") -> dict[str, Any]:
+        """End the current stage: merge into W, re-initialise or scale A and B, reset their optimizer state.
+
+        ``optimizer``: the Trainer's optimizer (plain torch, accelerate-wrapped, or DeepSpeed's); needed to reset
+        moments outside DeepSpeed. Collective under DeepSpeed ZeRO-3 (every rank must call it). Returns the stage's
+        record (also appended to ``self.stages``).
+        """
+        m = self.spec.momentum
+        stage = len(self.stages) + 1
+        merged_sq = 0.0
+        params: list[nn.Parameter] = []
+        for name, layer in lora_layers(model):
+            key = base_name(name)
+            A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            W = layer.get_base_layer().weight
+            s = float(layer.scaling["default"])
+            with editable([W, A, B]):
+                a32, b32 = A.detach().float().cpu().clone(), B.detach().float().cpu().clone()  # never views of A, B
+                share = m if m > 0 else 1.0
+                b_merged = b32 * (share * s)  # B̃ = m·s·B (plain: s·B)
+                delta = b_merged @ a32
+                if getattr(layer, "fan_in_fan_out", False):
+                    delta = delta.mT
+                W.copy_((W.float() + delta.to(W.device)).to(W.dtype))
+                if m > 0:
+                    c = self.spec.keep_factor()
+                    new_a, new_b = a32 * c, b32 * c
+                else:
+                    new_a = kaiming_uniform_a_sqrt5(tuple(a32.shape), self._generator(stage, key))
+                    new_b = torch.zeros_like(b32)
+                A.copy_(new_a.to(device=A.device, dtype=A.dtype))
+                B.copy_(new_b.to(device=B.device, dtype=B.dtype))
+            set_trainable(A, new_a)
+            set_trainable(B, new_b)
+            params += [A, B]
+            self.factors.setdefault(key, []).append((b_merged, a32))
+            merged_sq += float(delta.pow(2).sum())
+        reset_moments(params, optimizer, self.spec.moments, keep=self.spec.prune_keep,
+                      generator=torch.Generator().manual_seed(self.spec.seed * 31 + stage))
+        record = {"stage": stage, "step": int(step), "reason": reason, "momentum": m,
+                  "merged_norm": math.sqrt(merged_sq), "layers": len(self.factors)}
+        self.stages.append(record)
+        return record
+
+    def accumulated_factors(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{layer: (B_cat, A_cat)} with B_cat A_cat = W_now − W_0 (the merged stages and the live adapter, fp32)."""
+        out = {}
+        for name, layer in lora_layers(model):
+            A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            with editable([A, B], modify=False):
+                live = (B.detach().float().cpu() * float(layer.scaling["default"]), A.detach().float().cpu().clone())
+            parts = [*self.factors.get(base_name(name), []), live]
+            out[base_name(name)] = (torch.cat([b for b, _ in parts], 1), torch.cat([a for _, a in parts], 0))
+        return out
+
+    # ------------------------------------------------------------------------------------------------ persistence
+    def stage_tensors(self) -> dict[str, torch.Tensor]:
+        """The stage history as safetensors entries ``{layer}::stage{j}::B`` / ``::A``."""
+        out = {}
+        for key, parts in self.factors.items():
+            for j, (b, a) in enumerate(parts, start=1):
+                out[f"{key}::stage{j:04d}::B"] = b.contiguous()
+                out[f"{key}::stage{j:04d}::A"] = a.contiguous()
+        return out
+
+    def write_stages(self, folder: Path) -> None:
+        """``plora_stages.safetensors`` (factors + stage records as metadata), written atomically into ``folder``."""
+        import os
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{STAGES_FILE}.tmp"
+        save_file(self.stage_tensors(), str(tmp), metadata={"stages": json.dumps(self.stages),
+                                                            "spec": json.dumps(asdict(self.spec), default=str)})
+        os.replace(tmp, folder / STAGES_FILE)
+
+    @staticmethod
+    def read_stages(folder: Path) -> tuple[list[dict[str, Any]], dict[str, list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """The (stage records, factors) written by :meth:`write_stages`."""
+        from safetensors import safe_open
+
+        path = Path(folder) / STAGES_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the folder was not written by method=plora (or the save was "
+                                    "cut short; resume from the previous checkpoint by deleting this one).")
+        factors: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
+        with safe_open(str(path), framework="pt") as f:
+            stages = json.loads(f.metadata()["stages"])
+            for k in f.keys():
+                layer, stage, part = k.split("::")
+                factors.setdefault(layer, {}).setdefault(int(stage.removeprefix("stage")), {})[part] = f.get_tensor(k)
+        ordered = {layer: [(d[j]["B"], d[j]["A"]) for j in sorted(d)] for layer, d in factors.items()}
+        return stages, ordered
+
+    @torch.no_grad()
+    def apply_stages(self, model: nn.Module, factors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]) -> int:
+        """W ← W + Σ_j B̃_j A_j for every matrix of ``model`` (a plain model or a PEFT one) named in ``factors``.
+
+        Collective under ZeRO-3. Returns the number of matrices changed; raises if a named layer is absent.
+        """
+        modules = {base_name(n): m for n, m in model.named_modules()}
+        missing = [k for k in factors if k not in modules]
+        if missing:
+            raise ValueError(f"The PLoRA stages name layers absent from the model: {missing[:3]}; load them onto the "
+                             "base model they were trained from.")
+        for key, parts in factors.items():
+            layer = modules[key]
+            lin = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+            delta = sum(b.float() @ a.float() for b, a in parts)
+            if getattr(layer, "fan_in_fan_out", False):
+                delta = delta.mT
+            with editable([lin.weight]):
+                lin.weight.copy_((lin.weight.float() + delta.to(lin.weight.device)).to(lin.weight.dtype))
+        return len(factors)
+
+    def restore(self, model: nn.Module, folder: Path) -> None:
+        """Resume: rebuild W_0 + Σ merged stages in ``model`` and the stage history from a checkpoint ``folder``."""
+        stages, factors = self.read_stages(folder)
+        self.apply_stages(model, factors)
+        self.stages, self.factors = stages, factors
+
+    def save_extras(self, model: nn.Module, folder: Path) -> None:
+        """Beside PEFT's adapter files (the last stage): the stage history and ``plora_config.json``."""
+        self.write_stages(folder)
+        cfg = {"method": self.name, **asdict(self.spec), "stages": self.stages,
+               "base": "the PEFT adapter applies to W_0 + the stages in plora_stages.safetensors; "
+                       "PeriodicLoRA.load_adapter rebuilds it"}
+        (Path(folder) / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+
+    def load_adapter(self, base_model: nn.Module, folder: str | Path, is_trainable: bool = False) -> nn.Module:
+        """W_0 + Σ_j B̃_j A_j rebuilt in ``base_model``, then the last stage's PEFT adapter attached on top."""
+        from peft import PeftModel
+
+        _, factors = self.read_stages(Path(folder))
+        self.apply_stages(base_model, factors)
+        return PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)
