@@ -65,8 +65,8 @@ def test_two_rank_lora_dash_switch_agrees_across_ranks(tmp_path: Path, stage: st
               tmp_path, launcher=launcher, timeout=900)
     run_dir = tmp_path / "single/minilm/dash-r4-s4/sst2/seed0"
     assert summary(run_dir)["status"] == "finished"
-    rank0 = json.loads((run_dir / "dash_selected.rank0.json").read_text())
-    rank1 = json.loads((run_dir / "dash_selected.rank1.json").read_text())
+    rank0 = json.loads((run_dir / "method_record.rank0.json").read_text())["selected"]
+    rank1 = json.loads((run_dir / "method_record.rank1.json").read_text())["selected"]
     assert rank0 == rank1
     assert len(rank0) == 36  # 6 layers x (query, key, value, attention.output.dense, intermediate.dense, output.dense)
     assert all(len(ix) == 4 and min(ix) >= 0 for ix in rank0.values())

@@ -29,6 +29,10 @@ class Method(ABC):
         """
         return []
 
+    def run_record(self, model: nn.Module) -> dict[str, Any] | None:
+        """What the method decided during training, as JSON (the run folder's ``method_record.json``), or None."""
+        return None
+
     def save_extras(self, model: nn.Module, folder: Path) -> None:
         """Files the method needs beside PEFT's adapter files in ``folder`` (none by default)."""
         return None

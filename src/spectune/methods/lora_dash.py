@@ -341,6 +341,10 @@ class LoRADash(LoRA):
         return {base_name(n): getattr(layer, INDEX)["default"].tolist() for n, layer in dash_layers(model)
                 if "default" in layer._lora_dash_on}
 
+    def run_record(self, model: nn.Module) -> dict[str, Any]:
+        """The directions each layer chose at its switch (S per layer) and the switch records."""
+        return {"selected": self.selected(model), "records": self.records}
+
     def dash_config(self, model: nn.Module) -> dict[str, Any]:
         keys = ("s", "t", "count", "select", "seed", "rate_tol", "r", "alpha", "dropout")
         return {"method": self.name, **{k: v for k, v in asdict(self.spec).items() if k in keys},

@@ -259,6 +259,10 @@ class PeriodicLoRA(LoRA):
         self.apply_stages(model, factors)
         self.stages, self.factors = stages, factors
 
+    def run_record(self, model: nn.Module) -> dict[str, Any]:
+        """The stage records (step, reason, merged ‖ΔW‖_F) of every unload so far."""
+        return {"stages": self.stages}
+
     def save_extras(self, model: nn.Module, folder: Path) -> None:
         """Beside PEFT's adapter files (the last stage): the stage history and ``plora_config.json``."""
         self.write_stages(folder)

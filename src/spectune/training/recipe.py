@@ -254,12 +254,12 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
         resume_from = last_checkpoint(run_dir) if mode == "resume" else None
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        if hasattr(method, "selected"):  # LoRA-Dash: the directions each layer chose at the switch
-            chosen = {"selected": method.selected(model), "records": method.records}
+        record = method.run_record(model)  # what the method decided (LoRA-Dash's S, PLoRA's stages)
+        if record is not None:
             if main:
-                write_json(run_dir / "dash_selected.json", chosen)
+                write_json(run_dir / "method_record.json", record)
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank's own view, to check they agree
-                write_json(run_dir / f"dash_selected.rank{os.environ.get('RANK', '0')}.json", chosen["selected"])
+                write_json(run_dir / f"method_record.rank{os.environ.get('RANK', '0')}.json", record)
         # Save what was learned; under ZeRO-3 the Trainer gathers the partitioned weights for this.
         save_dir = run_dir / ("merged" if cfg.method.name == "full" else "adapter")
         trainer.save_model(str(save_dir))
