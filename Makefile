@@ -12,8 +12,17 @@ SEED_LIST = $(shell seq -s, 0 $$(($(SEEDS)-1)))
 # LoRA-Dash's pre-launch length: the paper's t=100 at paper scale; scaled to the short smoke runs (24-64 steps).
 DASH_T_smoke := method.t=8
 DASH_T_paper :=
+# Table 1 (commonsense): LoRA-Dash's t for its 16-step smoke runs, and the adapter sweeps per scale (the paper's ranks:
+# LLaMA-7B r in {4..64}, LLaMA2-7B / LLaMA3-8B r in {16, 32}; smoke: SmolLM2 r in {4, 8, 16}).
+DASH_T1_smoke := method.t=4
+DASH_T1_paper :=
+T1_SWEEPS_smoke := 'method.r=4,8,16'
+T1_SWEEPS_paper := 'model=llama_7b method.r=4,8,16,32,64' 'model=llama2_7b,llama3_8b method.r=16,32'
+T1_RUNS = runs/table1_commonsense$(if $(filter paper,$(SCALE)),_paper,)
+# Start of this make invocation (Unix time): table drivers state the wall time up to the table.
+MAKE_START := $(shell date +%s)
 
-.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table2 figures archive-runs clean-runs
+.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures archive-runs clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-22s %s\n", $$1, $$2}'
@@ -41,6 +50,17 @@ table-glue-smoke: ## First table: full FT vs LoRA on GLUE SST-2/RTE/MRPC, MiniLM
 	$(BIN)/python -m experiments.glue_ft_vs_lora --runs runs/glue_ft_vs_lora --out results/tables \
 	  --command "make table-glue-smoke SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/glue_ft_vs_lora
+
+reproduce-table1: ## LoRA-Dash commonsense table: FT vs LoRA vs LoRA-Dash, 8 tasks (SCALE=smoke|paper, SEEDS=n)
+	$(TRAIN) -m experiment=table1_commonsense_$(SCALE) method=full seed=$(SEED_LIST)
+	for sweep in $(T1_SWEEPS_$(SCALE)); do \
+	  $(TRAIN) -m experiment=table1_commonsense_$(SCALE) method=lora $$sweep seed=$(SEED_LIST) || exit 1; \
+	  $(TRAIN) -m experiment=table1_commonsense_$(SCALE) method=lora_dash $$sweep $(DASH_T1_$(SCALE)) \
+	    seed=$(SEED_LIST) || exit 1; \
+	done
+	$(BIN)/python -m experiments.table1_commonsense --runs $(T1_RUNS) --scale $(SCALE) --started $(MAKE_START) \
+	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table1 SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	$(MAKE) archive-runs RUNS=$(T1_RUNS)
 
 reproduce-table2: ## LoRA-Dash GLUE table: FT vs LoRA vs LoRA-Dash r in {2,8} (SCALE=smoke|paper, SEEDS=n)
 	$(TRAIN) -m experiment=table2_glue_$(SCALE) method=full seed=$(SEED_LIST)

