@@ -26,8 +26,9 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from experiments.runs import FINISHED, STATUSES, RunRecord, canonical_method, collect_runs
+from experiments.runs import FINISHED, STATUSES, RunRecord, canonical_method, canonical_task, collect_runs
 from experiments.tables import (
     Column,
     PaperRow,
@@ -140,10 +141,27 @@ def expand_composite(runs: Iterable[RunRecord], tasks: Sequence[str] = TASKS) ->
     out: list[RunRecord] = []
     for run in runs:
         if is_composite(run):
-            out += [dataclasses.replace(run, task=task, problems=list(run.problems)) for task in tasks]
+            out += [_task_view(run, task) for task in tasks]
         else:
             out.append(run)
     return out
+
+
+def _only(results: Any, task: str) -> dict[str, Any] | None:
+    """``{task: entry}`` of a per-task results mapping (empty when the task is missing); None stays None."""
+    if not isinstance(results, Mapping):
+        return None
+    return {key: value for key, value in results.items() if canonical_task(key) == task and isinstance(value, Mapping)}
+
+
+def _task_view(run: RunRecord, task: str) -> RunRecord:
+    """The composite run seen as a run of ``task``: its results reduced to that task's entry, so that a task missing
+    from eval_results.json reads as no metric (never as the run's overall ``primary`` value)."""
+    summary = run.summary
+    if isinstance(summary, Mapping):
+        summary = {**summary, "metrics": _only(summary.get("metrics"), task) or {}}
+    return dataclasses.replace(run, task=task, eval_results=_only(run.eval_results, task), summary=summary,
+                               problems=list(run.problems))
 
 
 def _protocols(run: RunRecord) -> tuple[str, ...]:
