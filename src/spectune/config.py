@@ -85,6 +85,14 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.r={cfg.method.r} must be a positive integer.")
     if cfg.logger.mode not in {"online", "offline", "disabled"}:
         raise ConfigError(f"logger.mode={cfg.logger.mode} must be online, offline or disabled.")
+    rank_every = cfg.analysis.get("rank_every")
+    if rank_every is not None:
+        if isinstance(rank_every, bool) or not isinstance(rank_every, int) or rank_every < 1:
+            raise ConfigError(f"analysis.rank_every={rank_every!r} must be a positive number of optimizer steps, "
+                              "or null.")
+        if cfg.method.name not in ("full", "lora", "plora"):
+            raise ConfigError(f"analysis.rank_every tracks the accumulated update of full, lora and plora; "
+                              f"method={cfg.method.name} is not supported. Drop analysis.rank_every.")
     if cfg.analysis.tsd_reference is not None:
         if cfg.method.name not in ("lora", "lora_dash"):
             raise ConfigError(f"analysis.tsd_reference tracks LoRA's predicted directions; method={cfg.method.name} "

@@ -26,9 +26,30 @@ def run_train(args: list[str], runs_root: Path, check: bool = True, timeout: int
     proc = subprocess.run(cmd, cwd=REPO, env={**cli_env(), **(extra_env or {})}, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{_failed_cells(runs_root)}\n"
+                             f"{proc.stdout[-4000:]}\n{_without_noise(proc.stderr)[-8000:]}")
     return proc
+
+
+NOISE = ("[WARNING]", "compilers.C.base", "built successfully", "Warning:", "warnings.warn")
+
+
+def _without_noise(text: str) -> str:
+    """stderr without DeepSpeed's op-build chatter and warnings, so the real error fits in the message."""
+    return "\n".join(line for line in text.splitlines() if not any(n in line for n in NOISE))
+
+
+def _failed_cells(runs_root: Path) -> str:
+    """The error recorded in every failed cell's summary.json under ``runs_root``."""
+    out = []
+    for path in Path(runs_root).rglob("summary.json"):
+        try:
+            s = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if s.get("status") == "failed":
+            out.append(f"{path.parent}: {s.get('error')}")
+    return "\n".join(out)
 
 
 def events(run_dir: Path, kind: str) -> list[dict]:

@@ -23,7 +23,7 @@ LABEL = "plora-r2-m0.0"
 def test_two_rank_plora_unloads_agree_across_ranks(tmp_path: Path, stage: str) -> None:
     pytest.importorskip("deepspeed")
     run_train([*FAST, "train.batch_size=4", "train.max_steps=10", "train.save_steps=100", f"train.deepspeed={stage}",
-               "export_merged=false"], tmp_path, launcher=_torchrun(), timeout=900)
+               "export_merged=false", "analysis.rank_every=5"], tmp_path, launcher=_torchrun(), timeout=900)
     run_dir = tmp_path / f"single/minilm/{LABEL}/sst2/seed0"
     assert summary(run_dir)["status"] == "finished"
     rank0 = json.loads((run_dir / "method_record.rank0.json").read_text())["stages"]
@@ -33,6 +33,10 @@ def test_two_rank_plora_unloads_agree_across_ranks(tmp_path: Path, stage: str) -
     assert rank0 == rank1  # same merged norms: both ranks held the same A, B and merged the same update
     assert all(s["merged_norm"] > 0 for s in rank0)
     assert [e["step"] for e in events(run_dir, "plora_unload")] == [4, 8]
+    # The accumulated update, read on gathered weights: stage 1 + live at step 5, stages 1-2 + live at step 10.
+    ranks = {e["step"]: e["mean_numerical_rank"] for e in events(run_dir, "update_rank")}
+    assert ranks == {5: 4.0, 10: 6.0}, ranks
+    assert json.loads((run_dir / "update_rank.json").read_text())["mean_numerical_rank"] == 6.0
 
 
 def _merged(run_dir: Path) -> dict[str, torch.Tensor]:

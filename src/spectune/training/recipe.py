@@ -244,6 +244,12 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
             # on 2 ranks). Declare the truth.
             getattr(model, "get_base_model", lambda: model)().accepts_loss_kwargs = False
         callbacks = [EventCallback(events), *method.callbacks(events.log)]
+        if cfg.analysis.get("rank_every") is not None:  # all ranks: gathering ZeRO-3 weights is collective
+            from spectune.training.rank_tracking import UpdateRankTracker
+
+            targets = cfg.method.get("target_modules") or cfg.model.target_modules.default
+            callbacks.append(UpdateRankTracker(method, cfg.analysis.rank_every, events.log, run_dir=run_dir,
+                                               target_modules=list(targets), is_main=main))
         if cfg.analysis.tsd_reference is not None and main:
             from spectune.training.tsd_tracking import TSDTracker
 
