@@ -21,8 +21,13 @@ T1_SWEEPS_paper := 'model=llama_7b method.r=4,8,16,32,64' 'model=llama2_7b,llama
 T1_RUNS = runs/table1_commonsense$(if $(filter paper,$(SCALE)),_paper,)
 # Start of this make invocation (Unix time): table drivers state the wall time up to the table.
 MAKE_START := $(shell date +%s)
+# LoRA-Dash ablations (make dash-ablations, called by make figures): seeds, and the centre every sweep varies one factor
+# around (table 2's LoRA-Dash r=8 cell: s=8, t=8 of 64 steps, select=rate).
+ABLATION_SEEDS ?= 1
+ABLATION_SEED_LIST = $(shell seq -s, 0 $$(($(ABLATION_SEEDS)-1)))
+ABLATION := $(TRAIN) -m experiment=dash_ablation_smoke method=lora_dash method.r=8
 
-.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures archive-runs clean-runs
+.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures dash-ablations archive-runs clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-22s %s\n", $$1, $$2}'
@@ -70,7 +75,7 @@ reproduce-table2: ## LoRA-Dash GLUE table: FT vs LoRA vs LoRA-Dash r in {2,8} (S
 	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,)
 
-figures: ## TSD figures at smoke scale: LoRA's predicted vs true directions over training (r=8,16,32), change-rate profile
+figures: ## TSD figures at smoke scale: LoRA's predicted vs true directions over training (r=8,16,32), change-rate profile; then dash-ablations
 	$(TRAIN) -m experiment=tsd_tracking_smoke method=full export_merged=true
 	$(TRAIN) -m experiment=tsd_tracking_smoke method=lora method.r=8,16,32 \
 	  analysis.tsd_reference=runs/tsd_tracking/minilm/full/sst2/seed0
@@ -80,6 +85,16 @@ figures: ## TSD figures at smoke scale: LoRA's predicted vs true directions over
 	  --reference runs/tsd_tracking/minilm/full/sst2/seed0 --plot layer.3.attention.self.query \
 	  --out results/figures/tsd_profile_minilm_sst2
 	$(MAKE) archive-runs RUNS=runs/tsd_tracking
+	$(MAKE) dash-ablations
+
+dash-ablations: ## LoRA-Dash ablations over t, s and select (MiniLM, SST-2, smoke; ABLATION_SEEDS=n, default 1)
+	$(TRAIN) -m experiment=dash_ablation_smoke method=lora method.r=8 run_tag= seed=$(ABLATION_SEED_LIST)
+	$(ABLATION) method.s=8 method.select=rate method.t=1,4,8,16,32 seed=$(ABLATION_SEED_LIST)
+	$(ABLATION) method.t=8 method.select=rate method.s=2,4,8,16,32 seed=$(ABLATION_SEED_LIST)
+	$(ABLATION) method.t=8 method.s=8 method.select=rate,random,top_sigma,bottom_sigma seed=$(ABLATION_SEED_LIST)
+	$(BIN)/python -m experiments.dash_ablations --runs runs/dash_ablation --out results/figures --started $(MAKE_START) \
+	  --centre-s 8 --centre-t 8 --centre-select rate --command "make dash-ablations ABLATION_SEEDS=$(ABLATION_SEEDS)"
+	$(MAKE) archive-runs RUNS=runs/dash_ablation
 
 archive-runs: ## Copy the small files of the run folders under RUNS into results/ (provenance of committed tables)
 	cd $(RUNS)/.. && find $(notdir $(RUNS)) \( -name summary.json -o -name config.yaml -o -name eval_results.json \
