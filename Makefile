@@ -12,6 +12,9 @@ SEED_LIST = $(shell seq -s, 0 $$(($(SEEDS)-1)))
 # LoRA-Dash's pre-launch length: the paper's t=100 at paper scale; scaled to the short smoke runs (24-64 steps).
 DASH_T_smoke := method.t=8
 DASH_T_paper :=
+# PeriodicLoRA's stage length in optimizer steps per scale (paper: 4.8k examples = 200 steps at global batch 24).
+PLORA_STAGE_smoke := 8
+PLORA_STAGE_paper := 200
 # Table 1 (commonsense): LoRA-Dash's t for its 16-step smoke runs, and the adapter sweeps per scale (the paper's ranks:
 # LLaMA-7B r in {4..64}, LLaMA2-7B / LLaMA3-8B r in {16, 32}; smoke: SmolLM2 r in {4, 8, 16}).
 DASH_T1_smoke := method.t=4
@@ -96,9 +99,20 @@ dash-ablations: ## LoRA-Dash ablations over t, s and select (MiniLM, SST-2, smok
 	  --centre-s 8 --centre-t 8 --centre-select rate --command "make dash-ablations ABLATION_SEEDS=$(ABLATION_SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/dash_ablation
 
+reproduce-plora: ## PeriodicLoRA study: FT vs LoRA vs PLoRA (plain, momentum 0.1), r in {1,8}; table + rank figure (SCALE, SEEDS)
+	$(TRAIN) -m experiment=plora_$(SCALE) method=full seed=$(SEED_LIST)
+	$(TRAIN) -m experiment=plora_$(SCALE) method=lora method.r=1,8 seed=$(SEED_LIST)
+	$(TRAIN) -m experiment=plora_$(SCALE) method=plora method.r=1,8 method.momentum=0.0,0.1 \
+	  method.unload_every=$(PLORA_STAGE_$(SCALE)) seed=$(SEED_LIST)
+	$(BIN)/python -m experiments.plora_study base --experiment plora_$(SCALE) --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,)
+	$(BIN)/python -m experiments.plora_study report --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,) \
+	  --out results --scale $(SCALE) --stage $(PLORA_STAGE_$(SCALE)) --command "make reproduce-plora SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	$(MAKE) archive-runs RUNS=runs/plora$(if $(filter paper,$(SCALE)),_paper,)
+
 archive-runs: ## Copy the small files of the run folders under RUNS into results/ (provenance of committed tables)
 	cd $(RUNS)/.. && find $(notdir $(RUNS)) \( -name summary.json -o -name config.yaml -o -name eval_results.json \
-	  -o -name data_indices.json -o -name environment.json -o -name metrics.jsonl \) -not -path '*/.hydra/*' \
+	  -o -name data_indices.json -o -name environment.json -o -name metrics.jsonl -o -name update_rank.json \
+	  -o -name method_record.json \) -not -path '*/.hydra/*' \
 	  -exec cp --parents {} $(CURDIR)/results/runs/ \;
 
 clean-runs: ## Delete runs/ (local run folders; results/ is kept)

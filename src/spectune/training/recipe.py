@@ -247,7 +247,8 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
         if cfg.analysis.get("rank_every") is not None:  # all ranks: gathering ZeRO-3 weights is collective
             from spectune.training.rank_tracking import UpdateRankTracker
 
-            targets = cfg.method.get("target_modules") or cfg.model.target_modules.default
+            # Full FT has no adapter: track the matrices the method's target set would adapt (method.targets).
+            targets = cfg.method.get("target_modules") or cfg.model.target_modules[cfg.method.get("targets", "default")]
             callbacks.append(UpdateRankTracker(method, cfg.analysis.rank_every, events.log, run_dir=run_dir,
                                                target_modules=list(targets), is_main=main))
         if cfg.analysis.tsd_reference is not None and main:

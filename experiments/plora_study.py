@@ -1,0 +1,374 @@
+"""PeriodicLoRA's study: LoRA vs PLoRA (plain, momentum) vs full FT — benchmarks, "learning ability", accumulated rank.
+
+Usage (``make reproduce-plora`` runs the sweeps, then these)::
+
+    python -m experiments.plora_study base --runs runs/plora            # score the untrained model, same carve-out
+    python -m experiments.plora_study report --runs runs/plora --out results --command "make reproduce-plora"
+
+``report`` writes ``<out>/tables/plora_<scale>.md`` / ``.csv`` and ``<out>/figures/plora_rank_<scale>.png`` / ``.json``.
+
+Definitions (docs/plora.md):
+- Benchmarks (embedded data, gold-answer likelihood): MMLU accuracy (%), GSM8K bits per byte of the gold solution
+  (lower is better). Not GSM8K exact match.
+- Loss drop ΔL = first logged training loss − mean training loss over the last stage (the last ``stage`` steps).
+- Learning-ability ratio (our reading of Meng et al.'s "≈1.8× LoRA's learning ability"; the paper's exact formula
+  was not available to us): PLoRA's gain over LoRA's at the same rank, for the loss drop, ΔL_PLoRA / ΔL_LoRA, and for
+  a benchmark, (score − base) / (score_LoRA − base) (bits per byte: base − score), base = the untrained model.
+- Accumulated update W_final − W_0 per adapted matrix: numerical, stable and effective rank (means over matrices)
+  and the total ‖ΔW‖_F, from the runs' ``update_rank`` events (``analysis.rank_every``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.runs import collect_runs
+from experiments.tables import carve_out_sizes, describe_device, mean_std
+from spectune.io import write_json_atomic, write_text_atomic
+
+EXPERIMENT = "plora_smoke"
+
+
+# ----------------------------------------------------------------------------------------------------- base model
+def evaluate_base(runs_root: Path, overrides: Sequence[str] = (), experiment: str = EXPERIMENT) -> dict[str, Any]:
+    """Score the untrained base model on the study's test carve-out; writes ``<runs>/base/seed<k>/`` (never over)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from spectune.config import CONF_DIR
+    from spectune.evaluation.suite import evaluate_splits
+    from spectune.models import load_model_and_tokenizer
+    from spectune.training.recipe import setup_data
+    from spectune.training.run_folder import environment, write_json, write_yaml
+
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose("config", overrides=[f"experiment={experiment}", "method=lora", *overrides])
+    out = runs_root / "base" / f"seed{cfg.seed}"
+    if (out / "summary.json").exists():
+        print(f"{out} exists; the base model's scores are never overwritten.")
+        return json.loads((out / "eval_results.json").read_text())
+    t0 = time.time()
+    splits = setup_data(cfg)
+    model, tok = load_model_and_tokenizer(cfg.model.name_or_path, "causal_lm", dtype=cfg.model.dtype,
+                                          num_layers=cfg.model.num_layers)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    model.eval()
+    metrics = evaluate_splits(model, tok, splits, protocols=list(cfg.eval.protocols), batch_size=cfg.eval.batch_size,
+                              max_length=cfg.train.max_length)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    from spectune.config import to_container
+    from spectune.data.tasks import write_indices
+
+    write_yaml(out / "config.yaml", to_container(cfg))
+    write_json(out / "environment.json", env)
+    write_indices(splits, out / "data_indices.json")
+    write_json(out / "eval_results.json", metrics)
+    write_json(out / "summary.json", {"status": "finished", "model": cfg.model.name, "method": "base",
+                                      "commit": env["git"]["commit"],
+                                      "task": cfg.task.name, "scale": cfg.scale_name, "seed": cfg.seed,
+                                      "runtime_s": round(time.time() - t0, 1), "metrics": metrics})
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------------- reading runs
+def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e.get("event") == kind]
+
+
+def variant(config: dict[str, Any]) -> tuple[str, int | None, float | None]:
+    """(method, rank, momentum) of a run: the table's row key."""
+    m = config.get("method", {})
+    name = m.get("name")
+    return name, m.get("r") if name != "full" else None, m.get("momentum") if name == "plora" else None
+
+
+def row_label(key: tuple[str, int | None, float | None]) -> str:
+    name, r, mom = key
+    if name == "base":
+        return "base model (untrained)"
+    if name == "full":
+        return "Full FT"
+    if name == "lora":
+        return f"LoRA r={r}"
+    return f"PLoRA r={r}" + (f" momentum {mom:g}" if mom else " (plain unload)")
+
+
+def read_run(run: Any, stage: int) -> dict[str, Any]:
+    """The numbers one finished run contributes."""
+    d = Path(run.path)
+    losses = [(e["step"], e["loss"]) for e in _events(d, "train") if "loss" in e]
+    last_step = max((s for s, _ in losses), default=0)
+    tail = [v for s, v in losses if s > last_step - stage] or [v for _, v in losses[-1:]]
+    res = run.eval_results or {}
+    ranks = sorted(_events(d, "update_rank"), key=lambda e: e["step"])
+    final_rank = ranks[-1] if ranks else {}
+    record = d / "method_record.json"
+    stages = json.loads(record.read_text()).get("stages", []) if record.exists() else []
+    return {
+        "mmlu_acc": _get(res, "mmlu", "accuracy", 100.0), "mmlu_acc_norm": _get(res, "mmlu", "acc_norm", 100.0),
+        "gsm8k_bpb": _get(res, "gsm8k", "bits_per_byte", 1.0),
+        "loss_first": losses[0][1] if losses else None, "loss_last_stage": sum(tail) / len(tail) if tail else None,
+        "loss_drop": (losses[0][1] - sum(tail) / len(tail)) if losses else None,
+        "numerical_rank": final_rank.get("mean_numerical_rank"), "stable_rank": final_rank.get("mean_stable_rank"),
+        "effective_rank": final_rank.get("mean_effective_rank"), "update_norm": final_rank.get("total_frobenius_norm"),
+        "stages": len(stages), "runtime_s": (run.summary or {}).get("runtime_s"),
+        "trainable_params": (run.summary or {}).get("trainable_params"),
+        "curves": {"loss": losses, "rank": [(e["step"], e["mean_numerical_rank"], e["mean_effective_rank"],
+                                             e["mean_stable_rank"], e["total_frobenius_norm"]) for e in ranks]},
+    }
+
+
+def _get(results: dict[str, Any], task: str, key: str, factor: float) -> float | None:
+    value = results.get(task, {}).get(key) if isinstance(results.get(task), dict) else None
+    return None if value is None else float(value) * factor
+
+
+# ----------------------------------------------------------------------------------------------------- the table
+COLUMNS = (("mmlu_acc", "MMLU acc ↑"), ("mmlu_acc_norm", "MMLU acc_norm ↑"), ("gsm8k_bpb", "GSM8K bpb ↓"),
+           ("loss_drop", "loss drop ΔL ↑"), ("numerical_rank", "rank(ΔW)"), ("stable_rank", "stable rank"),
+           ("effective_rank", "eff. rank"), ("update_norm", "‖ΔW‖_F"), ("stages", "stages"))
+
+
+def aggregate(runs_root: Path, stage: int) -> tuple[dict[tuple, dict[str, Any]], list[Any]]:
+    """{row key: {column: (mean, std, n)} + curves per seed}, and the runs used."""
+    rows: dict[tuple, dict[str, list]] = {}
+    used = []
+    for run in collect_runs(runs_root):
+        if run.status != "finished":
+            continue
+        if (run.summary or {}).get("method") == "base":
+            key = ("base", None, None)
+            vals = {"mmlu_acc": _get(run.eval_results or {}, "mmlu", "accuracy", 100.0),
+                    "mmlu_acc_norm": _get(run.eval_results or {}, "mmlu", "acc_norm", 100.0),
+                    "gsm8k_bpb": _get(run.eval_results or {}, "gsm8k", "bits_per_byte", 1.0), "curves": None}
+        else:
+            key = variant(run.config or {})
+            vals = read_run(run, stage)
+        used.append(run)
+        for k, v in vals.items():
+            rows.setdefault(key, {}).setdefault(k, []).append(v)
+    out = {}
+    for key, cols in rows.items():
+        out[key] = {k: mean_std([x for x in v if x is not None]) for k, v in cols.items() if k != "curves"}
+        out[key]["curves"] = cols.get("curves", [])
+    return out, used
+
+
+def ability_ratios(rows: dict[tuple, dict[str, Any]]) -> dict[tuple, dict[str, float | None]]:
+    """Learning-ability ratios of every PLoRA row against LoRA at the same rank (module docstring)."""
+    base = rows.get(("base", None, None), {})
+    out = {}
+    for key, vals in rows.items():
+        if key[0] != "plora" or ("lora", key[1], None) not in rows:
+            continue
+        lora = rows[("lora", key[1], None)]
+
+        def ratio(num: float | None, den: float | None) -> float | None:
+            return None if num is None or den is None or abs(den) < 1e-9 else num / den
+
+        def m(row: dict, col: str) -> float | None:
+            return row.get(col, (None,))[0]
+
+        out[key] = {
+            "loss": ratio(m(vals, "loss_drop"), m(lora, "loss_drop")),
+            "mmlu": ratio(_minus(m(vals, "mmlu_acc"), m(base, "mmlu_acc")), _minus(m(lora, "mmlu_acc"),
+                                                                                  m(base, "mmlu_acc"))),
+            "gsm8k": ratio(_minus(m(base, "gsm8k_bpb"), m(vals, "gsm8k_bpb")), _minus(m(base, "gsm8k_bpb"),
+                                                                                     m(lora, "gsm8k_bpb"))),
+        }
+    return out
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _order(key: tuple) -> tuple:
+    name, r, mom = key
+    return ({"base": 0, "full": 1}.get(name, 2), r or 0, {"lora": 0, "plora": 1}.get(name, 0), mom or 0.0)
+
+
+def _fmt(cell: tuple | None, digits: int = 2) -> str:
+    if not cell or cell[0] is None:
+        return "–"
+    mean, std, n = cell
+    if isinstance(mean, float) and mean.is_integer() and digits == 0:
+        return f"{mean:.0f}"
+    text = f"{mean:.{digits}f}"
+    return text + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def render(rows: dict, ratios: dict, runs: list, command: str, stage: int) -> tuple[str, str]:
+    """Markdown (caption, table, definitions) and CSV of the study."""
+    keys = sorted(rows, key=_order)
+    digits = {"mmlu_acc": 1, "mmlu_acc_norm": 1, "gsm8k_bpb": 3, "loss_drop": 3, "numerical_rank": 1,
+              "stable_rank": 2, "effective_rank": 1, "update_norm": 2, "stages": 0}
+    header = ["method", *[c[1] for c in COLUMNS], "LA ratio (loss)", "LA ratio (MMLU)", "LA ratio (GSM8K)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    csv_lines = [",".join(["method", *[c[0] for c in COLUMNS], "la_loss", "la_mmlu", "la_gsm8k", "n_seeds"])]
+    for key in keys:
+        vals = rows[key]
+        ra = ratios.get(key, {})
+        cells = [_fmt(vals.get(c), digits[c]) for c, _ in COLUMNS]
+        rat = [f"{ra[k]:.2f}" if ra.get(k) is not None else "–" for k in ("loss", "mmlu", "gsm8k")]
+        lines.append("| " + " | ".join([row_label(key), *cells, *rat]) + " |")
+        n = max((v[2] for k, v in vals.items() if k != "curves" and isinstance(v, tuple)), default=0)
+        csv_lines.append(",".join([row_label(key), *[_num(vals.get(c)) for c, _ in COLUMNS],
+                                   *[_num((ra.get(k), None, 1)) for k in ("loss", "mmlu", "gsm8k")], str(n)]))
+    trained = [r for r in runs if (r.summary or {}).get("method") != "base"]
+    commits = sorted({(r.summary or {}).get("commit") or "?" for r in runs})
+    devices = sorted({describe_device(r.environment) or "?" for r in runs})
+    seeds = sorted({r.seed for r in trained if r.seed is not None})
+    sizes = carve_out_sizes(trained[0].data_indices, trained[0].task) if trained else {}
+    runtime = sum((r.summary or {}).get("runtime_s") or 0 for r in runs)
+    cfg = (trained[0].config or {}) if trained else {}
+    t = cfg.get("train", {})
+    targets = next((r.config["method"]["target_modules"] for r in trained
+                    if (r.config or {}).get("method", {}).get("target_modules")), None)
+    caption = [
+        "# PeriodicLoRA study at smoke scale: FT vs LoRA vs PLoRA (plain, momentum) on SmolLM2-135M-Instruct",
+        "",
+        "**Smoke scale, not a reproduction of the paper** (LLaMA-7B, 3 epochs of instruction data). No paper numbers "
+        "are shown: we could not read the paper's tables, so none are transcribed (issue: fill paper columns only "
+        "from a source read and cited).",
+        "",
+        f"- Model: SmolLM2-135M-Instruct (embedded GGUF, dequantised, {cfg.get('model', {}).get('dtype', '?')}); "
+        f"targets {', '.join(targets or []) or '?'} (full FT tracks the same).",
+        f"- Data: seeded disjoint carve-outs of the embedded MMLU test split and GSM8K ({sizes}); trained on the "
+        "union, "
+        "each test carve-out scored by gold-answer likelihood.",
+        f"- Training: {t.get('epochs')} epochs, batch {t.get('batch_size')}, max_length {t.get('max_length')}, "
+        f"AdamW β2 {t.get('adam_beta2')}, {t.get('scheduler')} LR (LoRA/PLoRA {_lrs(trained, 'lora')}, "
+        f"FT {_lrs(trained, 'full')}), {t.get('precision')}; PLoRA unloads every {stage} optimizer steps and at each "
+        "epoch end (not after the final step); momentum rows merge m·sBA and keep √(1−m) on A and B.",
+        f"- Seeds: {seeds}; commits: {', '.join(commits)}; hardware: {'; '.join(devices)}; total runtime "
+        f"{runtime / 60:.1f} min (sum over runs, base evaluation included).",
+        f"- Command: `{command}`.",
+        "",
+    ]
+    notes = [
+        "",
+        "Columns. MMLU acc / acc_norm: % of test questions whose gold answer text has the highest (length-normalised) "
+        "log-likelihood. GSM8K bpb: bits per byte of the gold solution given the question (lower is better; not "
+        "exact-match accuracy). ΔL: first logged training loss − mean loss over the last stage. rank(ΔW), stable rank, "
+        "eff. rank: means over the adapted matrices of the accumulated update W_final − W_0 (numerical rank at "
+        "max(m,n)·eps·σ_1; ‖ΔW‖_F²/‖ΔW‖_2²; exp of the entropy of the normalised singular values); ‖ΔW‖_F over all of "
+        "them. LA ratio: PLoRA's gain divided by LoRA's at the same rank (loss drop; MMLU and GSM8K gains over the "
+        "untrained model) — our reading of the paper's \"learning ability\" (docs/plora.md).",
+    ]
+    return "\n".join([*caption, *lines, *notes]) + "\n", "\n".join(csv_lines) + "\n"
+
+
+def _lrs(runs: list, name: str) -> str:
+    vals = sorted({str((r.config or {}).get("train", {}).get("lr")) for r in runs
+                   if (r.config or {}).get("method", {}).get("name") in ((name, "plora") if name == "lora" else
+                                                                          (name,))})
+    return "|".join(vals) or "?"
+
+
+def _num(cell: tuple | None) -> str:
+    return "" if not cell or cell[0] is None else repr(float(cell[0]))
+
+
+# ----------------------------------------------------------------------------------------------------- the figure
+def plot(rows: dict, path: Path, caption: str) -> dict[str, Any]:
+    """Accumulated-update rank, ‖ΔW‖_F and training loss against the step, one line per method; returns the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data: dict[str, Any] = {}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    for key in sorted(rows, key=_order):
+        curves = rows[key].get("curves") or []
+        if not curves or key[0] == "base":
+            continue
+        c = curves[0]  # first seed
+        data[row_label(key)] = c
+        style = {"full": "k-", "lora": "--", "plora": "-"}.get(key[0], "-")
+        if c["rank"]:
+            steps = [x[0] for x in c["rank"]]
+            axes[0].plot(steps, [x[2] for x in c["rank"]], style, marker="o", ms=3, label=row_label(key))
+            axes[1].plot(steps, [x[4] for x in c["rank"]], style, marker="o", ms=3, label=row_label(key))
+        if c["loss"]:
+            axes[2].plot([x[0] for x in c["loss"]], [x[1] for x in c["loss"]], style, lw=1, label=row_label(key))
+    axes[0].set(title="effective rank of W_t − W_0 (mean over matrices)", xlabel="optimizer step", yscale="log")
+    axes[1].set(title="‖W_t − W_0‖_F (all adapted matrices)", xlabel="optimizer step")
+    axes[2].set(title="training loss", xlabel="optimizer step")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
+    fig.text(0.01, 0.005, caption, fontsize=7, va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(path)
+    return data
+
+
+def report(runs_root: Path, out: Path, command: str, stage: int, scale: str = "smoke") -> dict[str, Path]:
+    """Write the table (md, csv) and the rank figure (png, json); returns their paths."""
+    rows, runs = aggregate(runs_root, stage)
+    if not runs:
+        raise FileNotFoundError(f"No finished run under {runs_root}: run `make reproduce-plora` first.")
+    ratios = ability_ratios(rows)
+    md, csv = render(rows, ratios, runs, command, stage)
+    paths = {"md": out / "tables" / f"plora_{scale}.md", "csv": out / "tables" / f"plora_{scale}.csv",
+             "png": out / "figures" / f"plora_rank_{scale}.png", "json": out / "figures" / f"plora_rank_{scale}.json"}
+    write_text_atomic(paths["md"], md)
+    write_text_atomic(paths["csv"], csv)
+    commits = sorted({(r.summary or {}).get("commit") or "?" for r in runs})
+    devices = sorted({describe_device(r.environment) or "?" for r in runs})
+    caption = (f"PeriodicLoRA smoke study, SmolLM2-135M on MMLU+GSM8K carve-outs, first seed; commit "
+               f"{', '.join(c[:10] for c in commits)}; {'; '.join(devices)}; `{command}`")
+    data = plot(rows, paths["png"], caption)
+    write_json_atomic(paths["json"], {"caption": caption, "command": command, "commits": commits, "devices": devices,
+                                      "curves": data,
+                                      "ratios": {row_label(k): v for k, v in ratios.items()}})
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("base", help="score the untrained base model on the study's carve-out")
+    b.add_argument("--runs", default="runs/plora")
+    b.add_argument("--experiment", default=EXPERIMENT, help="the sweeps' experiment config (plora_smoke|plora_paper)")
+    b.add_argument("overrides", nargs="*", help="Hydra overrides (e.g. task.n_test=16)")
+    r = sub.add_parser("report", help="table and rank figure from the run folders")
+    r.add_argument("--runs", default="runs/plora")
+    r.add_argument("--out", default="results")
+    r.add_argument("--command", default="make reproduce-plora")
+    r.add_argument("--stage", type=int, default=8, help="PLoRA stage length in steps (for the last-stage loss)")
+    r.add_argument("--scale", default="smoke")
+    args = p.parse_args(argv)
+    if args.cmd == "base":
+        print(json.dumps(evaluate_base(Path(args.runs), args.overrides, args.experiment), indent=2))
+        return 0
+    try:
+        paths = report(Path(args.runs), Path(args.out), args.command, args.stage, args.scale)
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(Path(paths["md"]).read_text())
+    for k, v in paths.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
