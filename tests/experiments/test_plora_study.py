@@ -1,0 +1,82 @@
+"""The PLoRA study table and figure from synthetic run folders: rows, learning-ability ratios, never-overwrite."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.plora_study import main
+
+TARGETS = ["q_proj", "v_proj"]
+
+
+def _run(root: Path, method: str, r: int | None, momentum: float | None, mmlu: float, bpb: float,
+         losses: list[float], rank: float, stages: int = 0) -> None:
+    label = {"full": "full", "lora": f"lora-r{r}", "plora": f"plora-r{r}-m{momentum}"}[method]
+    d = root / "smollm2" / label / "mmlu_gsm8k" / "seed0"
+    d.mkdir(parents=True)
+    m = {"name": method, "label": label}
+    if method != "full":
+        m |= {"r": r, "target_modules": TARGETS}
+    if method == "plora":
+        m["momentum"] = momentum
+    cfg = {"method": m, "model": {"name": "smollm2", "dtype": "float32"},
+           "train": {"epochs": 2, "batch_size": 8, "max_length": 384, "adam_beta2": 0.99, "scheduler": "constant",
+                     "lr": 5e-4, "precision": "fp32"}, "task": {"name": "mmlu_gsm8k"}, "seed": 0}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    results = {"mmlu": {"accuracy": mmlu, "acc_norm": mmlu}, "gsm8k": {"bits_per_byte": bpb}}
+    (d / "eval_results.json").write_text(json.dumps(results))
+    (d / "summary.json").write_text(json.dumps({"status": "finished", "model": "smollm2", "method": method,
+                                                "task": "mmlu_gsm8k", "seed": 0, "rank": r, "scale": "smoke",
+                                                "commit": "abc", "runtime_s": 60.0, "metrics": results}))
+    events = [{"event": "train", "step": 2 * (i + 1), "loss": v} for i, v in enumerate(losses)]
+    events += [{"event": "update_rank", "step": 8, "mean_numerical_rank": rank, "mean_effective_rank": rank / 2,
+                "mean_stable_rank": 1.5, "total_frobenius_norm": 0.5}]
+    (d / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    (d / "method_record.json").write_text(json.dumps({"stages": [{"stage": k + 1} for k in range(stages)]}))
+
+
+def _base(root: Path, mmlu: float, bpb: float) -> None:
+    d = root / "base" / "seed0"
+    d.mkdir(parents=True)
+    res = {"mmlu": {"accuracy": mmlu, "acc_norm": mmlu}, "gsm8k": {"bits_per_byte": bpb}}
+    (d / "eval_results.json").write_text(json.dumps(res))
+    (d / "summary.json").write_text(json.dumps({"status": "finished", "model": "smollm2", "method": "base",
+                                                "task": "mmlu_gsm8k", "seed": 0, "commit": "abc", "metrics": res}))
+
+
+def test_study_rows_and_learning_ability_ratios(tmp_path):
+    runs = tmp_path / "runs"
+    _base(runs, mmlu=0.30, bpb=0.80)
+    _run(runs, "full", None, None, 0.36, 0.60, [2.0, 1.8, 1.6, 1.0], rank=500)
+    lora_losses, plora_losses = [2.0, 1.9, 1.8, 1.7, 1.6, 1.6], [2.0, 1.8, 1.6, 1.5, 1.2, 1.0]
+    _run(runs, "lora", 8, None, 0.32, 0.75, lora_losses, rank=8)
+    _run(runs, "plora", 8, 0.0, 0.34, 0.70, plora_losses, rank=24, stages=2)
+    assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "out"), "--stage", "4",
+                 "--command", "test"]) == 0
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "out/tables/plora_smoke.csv").open())}
+    assert set(rows) == {"base model (untrained)", "Full FT", "LoRA r=8", "PLoRA r=8 (plain unload)"}
+    plora = rows["PLoRA r=8 (plain unload)"]
+    # Loss drop: first logged loss minus the mean over the last stage (steps > 12 - 4: the last two logs).
+    drop_lora, drop_plora = 2.0 - (1.6 + 1.6) / 2, 2.0 - (1.2 + 1.0) / 2
+    assert float(plora["loss_drop"]) == pytest.approx(drop_plora)
+    assert float(plora["la_loss"]) == pytest.approx(drop_plora / drop_lora)
+    assert float(plora["la_mmlu"]) == pytest.approx((34 - 30) / (32 - 30))
+    assert float(plora["la_gsm8k"]) == pytest.approx((0.80 - 0.70) / (0.80 - 0.75))
+    assert float(plora["numerical_rank"]) == 24 and float(plora["stages"]) == 2
+    assert rows["LoRA r=8"]["la_loss"] == ""  # ratios are PLoRA's only
+    md = (tmp_path / "out/tables/plora_smoke.md").read_text()
+    assert "not a reproduction" in md and "Command: `test`" in md
+    fig = json.loads((tmp_path / "out/figures/plora_rank_smoke.json").read_text())
+    assert set(fig["curves"]) == {"Full FT", "LoRA r=8", "PLoRA r=8 (plain unload)"}
+    assert (tmp_path / "out/figures/plora_rank_smoke.png").stat().st_size > 10_000
+
+
+def test_report_without_runs_says_what_to_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "make reproduce-plora" in capsys.readouterr().err
