@@ -1,0 +1,72 @@
+"""benchmarks/step_time.py on CPU with a tiny LLaMA-shaped model: every method trains and the JSON is complete."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_time.py"
+TINY = ["--model", "llama-shape", "--layers", "1", "--hidden", "64", "--intermediate", "128", "--heads", "4",
+        "--vocab", "256", "--batch", "2", "--seq", "16", "--warmup", "1", "--steps", "2", "--dash-s", "4",
+        "--plora-stage", "4", "--device", "cpu", "--lr", "1e-3", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def step_time():
+    spec = importlib.util.spec_from_file_location("step_time", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def result(step_time, tmp_path_factory):
+    out = tmp_path_factory.mktemp("step_time") / "tiny.json"
+    step_time.main([*TINY, "--out", str(out)])
+    return json.loads(out.read_text()), out
+
+
+def test_json_keys(result):
+    data, out = result
+    assert set(data) == {"environment", "config", "methods", "markdown"}
+    env = data["environment"]
+    for key in ("device", "device_type", "torch", "transformers", "peft", "python", "git", "command", "time"):
+        assert key in env, key
+    assert env["device_type"] == "cpu" and "benchmarks/step_time.py" in env["command"]
+    assert "commit" in env["git"]
+    cfg = data["config"]
+    assert cfg["precision"] == "fp32" and cfg["model_shape"]["hidden"] == 64 and cfg["model_shape"]["layers"] == 1
+    assert list(data["methods"]) == ["full", "lora", "lora_dash", "plora"]
+    for name, rec in data["methods"].items():
+        for key in ("ms_per_step", "ms_per_step_all", "peak_mib", "ratio_ms_vs_lora", "ratio_peak_vs_lora",
+                    "trainable_params", "total_params", "losses", "params_changed", "trained", "tokens_per_s"):
+            assert key in rec, (name, key)
+        assert rec["peak_mib"] is None  # CPU: no CUDA allocator to read
+        assert len(rec["ms_per_step_all"]) == 2 and rec["ms_per_step"] > 0
+    assert data["methods"]["lora"]["ratio_ms_vs_lora"] == 1.0
+    assert data["methods"]["lora_dash"]["switch_ms"] > 0 and data["methods"]["lora_dash"]["switched_layers"] == 7
+    plora = data["methods"]["plora"]
+    assert plora["unload_ms"] > 0 and plora["plora_stage_steps"] == 4
+    assert plora["ms_per_step_amortised"] == pytest.approx(plora["ms_per_step"] + plora["unload_ms"] / 4, abs=2e-3)
+    assert out.with_suffix(".md").read_text().strip() == data["markdown"].strip()
+    assert "| lora_dash |" in data["markdown"]
+
+
+def test_every_method_trained(result):
+    methods = result[0]["methods"]
+    for name, rec in methods.items():
+        assert rec["trained"], name
+        assert all(math.isfinite(x) for x in rec["losses"]), name
+        assert rec["params_changed"] == rec["param_tensors"], name  # every trainable tensor moved
+    full, lora = methods["full"], methods["lora"]
+    assert full["trainable_params"] == full["total_params"]
+    # r (d_in + d_out) per matrix: q, k, v, o are 64x64; gate, up 64->128; down 128->64
+    assert lora["trainable_params"] == 4 * 8 * (64 + 64) + 3 * 8 * (64 + 128)
+    assert methods["lora_dash"]["trainable_params"] == lora["trainable_params"] + 7 * 4  # one δ of s=4 per matrix
+    assert methods["lora_dash"]["dash_delta_abs_sum"] > 0  # the dash term trained after the switch
+    assert methods["plora"]["unload_merged_norm"] > 0 and methods["plora"]["unload_layers"] == 7
+    assert len(methods["plora"]["losses"]) == 1 + 2 + 1  # warm-up, timed, one step after the unload
