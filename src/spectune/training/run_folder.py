@@ -38,8 +38,14 @@ def read_json(path: Path) -> Any:
 
 
 def git_commit(repo: Path | None = None) -> dict[str, Any]:
-    """The git commit of the code that runs, and whether the work tree had uncommitted changes."""
+    """The git commit of the code that runs, and whether the work tree had uncommitted changes.
+
+    A copy of the tree without ``.git`` (a remote GPU machine) records ``SPECTUNE_GIT_COMMIT`` when the launcher sets
+    it, marked ``"source": "SPECTUNE_GIT_COMMIT"`` and ``dirty: None`` (unknown).
+    """
     repo = repo or Path(__file__).resolve().parents[3]
+    if not (repo / ".git").exists() and os.environ.get("SPECTUNE_GIT_COMMIT"):
+        return {"commit": os.environ["SPECTUNE_GIT_COMMIT"], "dirty": None, "source": "SPECTUNE_GIT_COMMIT"}
     try:
         head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=repo, capture_output=True, text=True,
                               timeout=10)
