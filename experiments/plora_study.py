@@ -80,10 +80,27 @@ def evaluate_base(runs_root: Path, overrides: Sequence[str] = (), experiment: st
 
 # ----------------------------------------------------------------------------------------------------- reading runs
 def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """Events of ``kind`` as the run's final history: each life (from a ``start`` event) supersedes what earlier lives
+    logged from its first training step on — a resume from checkpoint k re-logs k+1…, a restart without a checkpoint
+    re-logs everything from step 1."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [e for e in map(json.loads, path.read_text().splitlines()) if e.get("event") == kind]
+    lives: list[list[dict[str, Any]]] = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        e = json.loads(line)
+        if e.get("event") == "start" or not lives:
+            lives.append([])
+        lives[-1].append(e)
+    history: list[dict[str, Any]] = []
+    for life in lives:
+        steps = [e["step"] for e in life if e.get("event") == "train" and e.get("step") is not None]
+        if steps:
+            history = [e for e in history if e.get("step") is None or e["step"] < min(steps)]
+        history += life
+    return [e for e in history if e.get("event") == kind]
 
 
 def variant(config: dict[str, Any]) -> tuple[str, int | None, float | None]:
@@ -175,7 +192,8 @@ def ability_ratios(rows: dict[tuple, dict[str, Any]]) -> dict[tuple, dict[str, f
         lora = rows[("lora", key[1], None)]
 
         def ratio(num: float | None, den: float | None) -> float | None:
-            return None if num is None or den is None or abs(den) < 1e-9 else num / den
+            # Only a gain of LoRA's can be a yardstick: a ratio of two losses (or over ~0) would read as ability.
+            return None if num is None or den is None or den <= 1e-9 else num / den
 
         def m(row: dict, col: str) -> float | None:
             return row.get(col, (None,))[0]
@@ -209,7 +227,8 @@ def _fmt(cell: tuple | None, digits: int = 2) -> str:
     return text + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def render(rows: dict, ratios: dict, runs: list, command: str, stage: int) -> tuple[str, str]:
+def render(rows: dict, ratios: dict, runs: list, command: str, stage: int,
+           assume_commit: str | None = None) -> tuple[str, str]:
     """Markdown (caption, table, definitions) and CSV of the study."""
     keys = sorted(rows, key=_order)
     digits = {"mmlu_acc": 1, "mmlu_acc_norm": 1, "gsm8k_bpb": 3, "loss_drop": 3, "numerical_rank": 1,
@@ -227,7 +246,7 @@ def render(rows: dict, ratios: dict, runs: list, command: str, stage: int) -> tu
         csv_lines.append(",".join([row_label(key), *[_num(vals.get(c)) for c, _ in COLUMNS],
                                    *[_num((ra.get(k), None, 1)) for k in ("loss", "mmlu", "gsm8k")], str(n)]))
     trained = [r for r in runs if (r.summary or {}).get("method") != "base"]
-    commits = sorted({(r.summary or {}).get("commit") or "?" for r in runs})
+    commits = _commits(runs, assume_commit)
     devices = sorted({describe_device(r.environment) or "?" for r in runs})
     seeds = sorted({r.seed for r in trained if r.seed is not None})
     sizes = carve_out_sizes(trained[0].data_indices, trained[0].task) if trained else {}
@@ -268,6 +287,15 @@ def render(rows: dict, ratios: dict, runs: list, command: str, stage: int) -> tu
         "untrained model) — our reading of the paper's \"learning ability\" (docs/plora.md).",
     ]
     return "\n".join([*caption, *lines, *notes]) + "\n", "\n".join(csv_lines) + "\n"
+
+
+def _commits(runs: list, assume_commit: str | None) -> list[str]:
+    """The runs' commits; runs that recorded none show ``assume_commit``, labelled as given on the command line."""
+    found = {(r.summary or {}).get("commit") for r in runs}
+    out = sorted(c for c in found if c)
+    if None in found or "" in found:
+        out.append(f"{assume_commit} (given with --assume-commit: these runs recorded none)" if assume_commit else "?")
+    return out
 
 
 def _lrs(runs: list, name: str) -> str:
@@ -320,21 +348,22 @@ def plot(rows: dict, path: Path, caption: str) -> dict[str, Any]:
     return data
 
 
-def report(runs_root: Path, out: Path, command: str, stage: int, scale: str = "smoke") -> dict[str, Path]:
+def report(runs_root: Path, out: Path, command: str, stage: int, scale: str = "smoke",
+           assume_commit: str | None = None) -> dict[str, Path]:
     """Write the table (md, csv) and the rank figure (png, json); returns their paths."""
     rows, runs = aggregate(runs_root, stage)
     if not runs:
         raise FileNotFoundError(f"No finished run under {runs_root}: run `make reproduce-plora` first.")
     ratios = ability_ratios(rows)
-    md, csv = render(rows, ratios, runs, command, stage)
+    md, csv = render(rows, ratios, runs, command, stage, assume_commit)
     paths = {"md": out / "tables" / f"plora_{scale}.md", "csv": out / "tables" / f"plora_{scale}.csv",
              "png": out / "figures" / f"plora_rank_{scale}.png", "json": out / "figures" / f"plora_rank_{scale}.json"}
     write_text_atomic(paths["md"], md)
     write_text_atomic(paths["csv"], csv)
-    commits = sorted({(r.summary or {}).get("commit") or "?" for r in runs})
+    commits = _commits(runs, assume_commit)
     devices = sorted({describe_device(r.environment) or "?" for r in runs})
     caption = (f"PeriodicLoRA smoke study, SmolLM2-135M on MMLU+GSM8K carve-outs, first seed; commit "
-               f"{', '.join(c[:10] for c in commits)}; {'; '.join(devices)}; `{command}`")
+               f"{', '.join(c.split()[0][:10] for c in commits)}; {'; '.join(devices)}; `{command}`")
     data = plot(rows, paths["png"], caption)
     write_json_atomic(paths["json"], {"caption": caption, "command": command, "commits": commits, "devices": devices,
                                       "curves": data,
@@ -355,12 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--command", default="make reproduce-plora")
     r.add_argument("--stage", type=int, default=8, help="PLoRA stage length in steps (for the last-stage loss)")
     r.add_argument("--scale", default="smoke")
+    r.add_argument("--assume-commit", default=None,
+                   help="commit to show for runs that recorded none (e.g. from a remote machine's log)")
     args = p.parse_args(argv)
     if args.cmd == "base":
         print(json.dumps(evaluate_base(Path(args.runs), args.overrides, args.experiment), indent=2))
         return 0
     try:
-        paths = report(Path(args.runs), Path(args.out), args.command, args.stage, args.scale)
+        paths = report(Path(args.runs), Path(args.out), args.command, args.stage, args.scale, args.assume_commit)
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         return 2

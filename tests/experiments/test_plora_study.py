@@ -80,3 +80,35 @@ def test_report_without_runs_says_what_to_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "make reproduce-plora" in capsys.readouterr().err
+
+
+def test_no_ability_ratio_when_loras_own_gain_is_not_positive(tmp_path):
+    runs = tmp_path / "runs"
+    _base(runs, mmlu=0.30, bpb=0.60)
+    _run(runs, "lora", 1, None, 0.28, 0.65, [2.0, 1.5], rank=1)  # LoRA lost MMLU and GSM8K points
+    _run(runs, "plora", 1, 0.0, 0.27, 0.70, [2.0, 1.6], rank=4, stages=3)
+    assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "out"), "--stage", "2",
+                 "--assume-commit", "feedbeef"]) == 0
+    plora = {r["method"]: r for r in csv.DictReader((tmp_path / "out/tables/plora_smoke.csv").open())}[
+        "PLoRA r=1 (plain unload)"]
+    assert plora["la_mmlu"] == "" and plora["la_gsm8k"] == ""  # a ratio of two losses is no "learning ability"
+    assert float(plora["la_loss"]) == pytest.approx(0.4 / 0.5)
+    assert "abc" in (tmp_path / "out/tables/plora_smoke.md").read_text()
+
+
+def test_a_later_life_supersedes_what_earlier_lives_logged_from_its_first_step():
+    import tempfile
+
+    from experiments.plora_study import _events
+
+    lines = [{"event": "start", "step": 0}, *({"event": "train", "step": s, "loss": 10.0 + s} for s in (1, 2, 3, 4)),
+             {"event": "start", "step": 0, "resume": True},  # resumed from checkpoint 2: re-logs 3, 4, 5
+             *({"event": "train", "step": s, "loss": float(s)} for s in (3, 4, 5)),
+             {"event": "start", "step": 0, "resume": True},  # no checkpoint: from scratch
+             *({"event": "train", "step": s, "loss": -float(s)} for s in (1, 2, 3, 4, 5, 6))]
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in lines) + "\n")
+        assert [(e["step"], e["loss"]) for e in _events(Path(d), "train")] == [(s, -float(s)) for s in range(1, 7)]
+        (Path(d) / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in lines[:10]) + "\n")
+        assert [(e["step"], e["loss"]) for e in _events(Path(d), "train")] == [(1, 11.0), (2, 12.0), (3, 3.0),
+                                                                             (4, 4.0), (5, 5.0)]

@@ -26,3 +26,19 @@ def test_tsd_change_rates_notebook_executes() -> None:
     # The last cell reports final (recall, accuracy) per LoRA run: three ranks tracked.
     last = nb.cells[-1]["outputs"][-1]["data"]["text/plain"]
     assert last.count("lora-r") == 3
+
+
+@pytest.mark.slow
+def test_plora_rank_notebook_executes() -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    runs = REPO / "results/runs/plora"
+    assert runs.is_dir(), "run `make reproduce-plora` (its small run files are committed under results/runs/plora)"
+    nb = nbformat.read(REPO / "notebooks/plora_rank.ipynb", as_version=4)
+    os.environ.update(SPECTUNE_REPO=str(REPO), PLORA_RUNS=str(runs), MPLBACKEND="Agg")
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    last = nb.cells[-1]["outputs"][-1]["data"]["text/plain"]
+    assert "PLoRA r=" in last and "LoRA r=" in last and "Full FT" in last

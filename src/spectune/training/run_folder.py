@@ -40,12 +40,17 @@ def read_json(path: Path) -> Any:
 def git_commit(repo: Path | None = None) -> dict[str, Any]:
     """The git commit of the code that runs, and whether the work tree had uncommitted changes.
 
-    A copy of the tree without ``.git`` (a remote GPU machine) records ``SPECTUNE_GIT_COMMIT`` when the launcher sets
-    it, marked ``"source": "SPECTUNE_GIT_COMMIT"`` and ``dirty: None`` (unknown).
+    A copy of the tree where git finds no commit (a remote GPU machine) records ``SPECTUNE_GIT_COMMIT`` when the
+    launcher sets it, marked ``"source": "SPECTUNE_GIT_COMMIT"`` and ``dirty: None`` (unknown).
     """
     repo = repo or Path(__file__).resolve().parents[3]
-    if not (repo / ".git").exists() and os.environ.get("SPECTUNE_GIT_COMMIT"):
+    found = _git_commit(repo)
+    if found["commit"] is None and os.environ.get("SPECTUNE_GIT_COMMIT"):
         return {"commit": os.environ["SPECTUNE_GIT_COMMIT"], "dirty": None, "source": "SPECTUNE_GIT_COMMIT"}
+    return found
+
+
+def _git_commit(repo: Path) -> dict[str, Any]:
     try:
         head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=repo, capture_output=True, text=True,
                               timeout=10)
