@@ -66,6 +66,10 @@ reproduce-table1: ## LoRA-Dash commonsense table: FT vs LoRA vs LoRA-Dash, 8 tas
 	  $(TRAIN) -m experiment=table1_commonsense_$(SCALE) method=lora_dash $$sweep $(DASH_T1_$(SCALE)) \
 	    seed=$(SEED_LIST) || exit 1; \
 	done
+	for seed in $$(seq 0 $$(($(SEEDS)-1))); do \
+	  $(BIN)/python -m experiments.plora_study base --experiment table1_commonsense_$(SCALE) --runs $(T1_RUNS) \
+	    seed=$$seed || exit 1; \
+	done
 	$(BIN)/python -m experiments.table1_commonsense --runs $(T1_RUNS) --scale $(SCALE) --started $(MAKE_START) \
 	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table1 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=$(T1_RUNS)

@@ -47,7 +47,7 @@ COMPOSITE = "commonsense"
 TASKS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
 TASK_LABELS = {"boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA", "hellaswag": "HellaS.", "winogrande": "WinoG.",
                "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
-METHODS = ("full", "lora", "lora_dash")
+METHODS = ("base", "full", "lora", "lora_dash")
 PROTOCOL_METRIC = {"likelihood": "accuracy", "generation": "exact_match"}
 PROTOCOL_TEXT = {
     "likelihood": "log-likelihood multiple choice (lm-eval's `acc`: the choice with the highest summed "
@@ -86,16 +86,20 @@ SMOKE_CAVEATS = (
     "cutoff; LoRA-Dash's pre-launch phase t scaled down with the run (paper: t = 100 on runs of thousands of "
     "steps); scored by log-likelihood multiple choice instead of 4-beam generation. The exact sizes and settings "
     "are listed below, taken from the run folders.",
-    "Our LoRA and LoRA-Dash rows share every setting but the method. Several of the paper's LoRA rows are DoRA's "
-    "or LLM-Adapters' published numbers, not re-runs at LoRA-Dash's settings (notes below).",
+    "Our LoRA and LoRA-Dash rows share every setting but the method. Our base-model row scores the untuned model on "
+    "the same test carve-out (`python -m experiments.plora_study base`; at paper scale the first model only): read "
+    "the fine-tuned rows against it. Several of the paper's LoRA rows are DoRA's or LLM-Adapters' published numbers, "
+    "not re-runs at LoRA-Dash's settings (notes below).",
     "Avg is recomputed over the 8 task columns for every row (the paper's published Avg can differ in the last "
     "digit; `results/paper/README.md`).",
 )
 PAPER_CAVEATS = (
     "LoRA-Dash's commonsense table (Table 1) at the paper's scale: LLaMA-7B, LLaMA2-7B and LLaMA3-8B trained on "
     "commonsense_170k and tested on the LLM-Adapters test files with the LLM-Adapters protocol.",
-    "Our LoRA and LoRA-Dash rows share every setting but the method. Several of the paper's LoRA rows are DoRA's "
-    "or LLM-Adapters' published numbers, not re-runs at LoRA-Dash's settings (notes below).",
+    "Our LoRA and LoRA-Dash rows share every setting but the method. Our base-model row scores the untuned model on "
+    "the same test carve-out (`python -m experiments.plora_study base`; at paper scale the first model only): read "
+    "the fine-tuned rows against it. Several of the paper's LoRA rows are DoRA's or LLM-Adapters' published numbers, "
+    "not re-runs at LoRA-Dash's settings (notes below).",
     "Avg is recomputed over the 8 task columns for every row (the paper's published Avg can differ in the last "
     "digit; `results/paper/README.md`).",
 )
@@ -107,8 +111,8 @@ def columns(metric: str) -> tuple[Column, ...]:
 
 
 def expected_rows(ranks: Iterable[int]) -> tuple[tuple[str, int | None], ...]:
-    """FT, then LoRA and LoRA-Dash at each rank."""
-    rows: list[tuple[str, int | None]] = [("full", None)]
+    """The untuned base model, FT, then LoRA and LoRA-Dash at each rank."""
+    rows: list[tuple[str, int | None]] = [("base", None), ("full", None)]
     for rank in ranks:
         rows += [("lora", rank), ("lora_dash", rank)]
     return tuple(rows)
@@ -161,7 +165,7 @@ def _task_view(run: RunRecord, task: str) -> RunRecord:
     if isinstance(summary, Mapping):
         summary = {**summary, "metrics": _only(summary.get("metrics"), task) or {}}
     return dataclasses.replace(run, task=task, eval_results=_only(run.eval_results, task), summary=summary,
-                               problems=list(run.problems))
+                               problems=list(run.problems), rank=None if run.method in ("base", "full") else run.rank)
 
 
 def _protocols(run: RunRecord) -> tuple[str, ...]:

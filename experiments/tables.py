@@ -45,14 +45,14 @@ PROBLEM_KINDS = (FAILED, INCOMPLETE, MALFORMED, NO_METRIC)
 _PRIORITY = {FINISHED: 0, FAILED: 1, INCOMPLETE: 2, MALFORMED: 3}
 
 METHOD_DISPLAY = {"full": "FT", "lora": "LoRA", "lora_dash": "LoRA-Dash", "plora": "PeriodicLoRA", "svf": "SVF",
-                  "dora": "DoRA", "pissa": "PiSSA", "-": "-"}
+                  "dora": "DoRA", "pissa": "PiSSA", "base": "base model (no fine-tuning)", "-": "-"}
 MODEL_DISPLAY = {"minilm": "MiniLM", "all-minilm-l6-v2": "MiniLM", "sentence-transformers/all-minilm-l6-v2": "MiniLM",
                  "smollm2": "SmolLM2", "smollm2-135m-instruct": "SmolLM2",
                  "huggingfacetb/smollm2-135m-instruct": "SmolLM2"}
 TASK_DISPLAY = {"sst2": "SST-2", "rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "qqp": "QQP", "qnli": "QNLI",
                 "mnli": "MNLI", "stsb": "STS-B", "boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA",
                 "hellaswag": "HellaS.", "winogrande": "WinoG.", "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
-METHOD_ORDER = ("full", "lora", "lora_dash", "plora", "svf")
+METHOD_ORDER = ("base", "full", "lora", "lora_dash", "plora", "svf")
 
 # Config settings a caption quotes, per config group (dotted path = value; values differing across runs joined by |).
 TRAINING_KEYS = {

@@ -33,10 +33,17 @@ def _accuracy(method: str, rank: int | None, task: str, seed: int) -> float:
 def write_composite_run(root: Path, *, method: str, rank: int | None, seed: int, status: str | None = "finished",
                         model: str = "smollm2", protocol: str = "likelihood", missing: tuple[str, ...] = (),
                         runtime_s: float = 100.0, scale: str = "smoke") -> Path:
-    """One commonsense/all run folder as spectune.train writes it (task ``commonsense``; eval_results per task)."""
+    """One commonsense/all run folder as spectune.train writes it (task ``commonsense``; eval_results per task).
+
+    ``method="base"``: the untuned model's scores as ``experiments.plora_study base`` writes them: ``<root>/base/
+    seed<k>``, the config composed with ``method=lora`` (r=8), a summary without rank or parameter counts."""
+    base = method == "base"
     label = "full" if rank is None else (f"lora-r{rank}" if method == "lora" else f"dash-r{rank}-s8")
-    folder = root / model / label / "commonsense" / f"seed{seed}"
+    folder = root / "base" / f"seed{seed}" if base else root / model / label / "commonsense" / f"seed{seed}"
     folder.mkdir(parents=True)
+    key = (method, rank)  # what the scores are drawn for
+    if base:
+        method, rank, label = "lora", 8, "lora-r8"
     method_cfg: dict[str, Any] = {"name": method, "label": label, "lr": 5e-5 if method == "full" else 5e-4}
     if rank is not None:
         method_cfg.update(r=rank, alpha=2 * rank, dropout=0.05)
@@ -72,12 +79,17 @@ def write_composite_run(root: Path, *, method: str, rank: int | None, seed: int,
                                    "error": "RuntimeError: boom"}
     else:
         metric = "accuracy" if protocol == "likelihood" else "exact_match"
-        results: dict[str, Any] = {t: {metric: _accuracy(method, rank, t, seed), "n": N_TEST} for t in TASKS
+        results: dict[str, Any] = {t: {metric: _accuracy(*key, t, seed), "n": N_TEST} for t in TASKS
                                    if t not in missing}
         results["primary"] = {"metric": metric, "value": statistics.mean(v[metric] for v in results.values()),
                               "tasks": sorted(results)}
         (folder / "eval_results.json").write_text(json.dumps(results))
         trainable = TOTAL if rank is None else 1000 * rank
+        if base:
+            summary = {"status": "finished", "model": model, "method": "base", "commit": COMMIT, "task": "commonsense",
+                       "scale": scale, "seed": seed, "runtime_s": runtime_s, "metrics": results}
+            (folder / "summary.json").write_text(json.dumps(summary))
+            return folder
         summary = {"status": "finished", "model": model, "method": method, "method_label": label,
                    "task": "commonsense", "scale": scale, "seed": seed, "rank": rank, "commit": COMMIT,
                    "runtime_s": runtime_s, "train_steps": 16, "trainable_params": trainable,
@@ -86,7 +98,7 @@ def write_composite_run(root: Path, *, method: str, rank: int | None, seed: int,
     return folder
 
 
-ROWS = [("full", None)] + [(m, r) for r in (4, 8, 16) for m in ("lora", "lora_dash")]
+ROWS = [("base", None), ("full", None)] + [(m, r) for r in (4, 8, 16) for m in ("lora", "lora_dash")]
 # (method, rank, seed) → outcome; everything else in ROWS × seeds {0, 1} finished with all 8 tasks.
 SPECIAL = {("lora_dash", 16, 1): "failed", ("lora", 8, 1): "incomplete", ("full", None, 1): "no winogrande"}
 
@@ -164,6 +176,15 @@ def test_cells_are_per_task_means_over_seeds(written) -> None:
             task_means.append(statistics.mean(values))
         assert float(row["avg"]) == pytest.approx(statistics.mean(task_means), rel=1e-12)
         assert row["avg_n_tasks"] == "8"
+
+
+def test_base_model_row_comes_first_without_rank(written) -> None:
+    md, rows = written
+    base = _row(rows, "ours", "base", None)
+    assert base["params_pct"] == ""  # no parameter counts in the base summary; not "rank 8" from its config either
+    assert [(r["source"], r["method"]) for r in rows][:2] == [("ours", "base"), ("ours", "full")]
+    table_lines = [line for line in md.splitlines() if line.startswith("| ours")]
+    assert table_lines[0].startswith("| ours (smoke, SmolLM2) | base model (no fine-tuning) |  | — | ")
 
 
 def test_failed_incomplete_and_missing_task_are_marked(written) -> None:
