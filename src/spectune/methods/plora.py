@@ -153,26 +153,27 @@ class PeriodicLoRA(LoRA):
             W = layer.get_base_layer().weight
             s = float(layer.scaling["default"])
             with editable([W, A, B]):
-                a32, b32 = A.detach().float().cpu().clone(), B.detach().float().cpu().clone()  # never views of A, B
+                # On W's device (the merge is a d_out×d_in product); only the r-wide factors go to the CPU.
+                a32, b32 = A.detach().to(W.device, torch.float32), B.detach().to(W.device, torch.float32)
                 share = m if m > 0 else 1.0
                 b_merged = b32 * (share * s)  # B̃ = m·s·B (plain: s·B)
                 delta = b_merged @ a32
                 if getattr(layer, "fan_in_fan_out", False):
                     delta = delta.mT
-                W.copy_((W.float() + delta.to(W.device)).to(W.dtype))
+                W.copy_((W.float() + delta).to(W.dtype))
                 if m > 0:
                     c = self.spec.keep_factor()
                     new_a, new_b = a32 * c, b32 * c
                 else:
-                    new_a = kaiming_uniform_a_sqrt5(tuple(a32.shape), self._generator(stage, key))
+                    new_a = kaiming_uniform_a_sqrt5(tuple(a32.shape), self._generator(stage, key)).to(W.device)
                     new_b = torch.zeros_like(b32)
+                self.factors.setdefault(key, []).append((b_merged.to("cpu", copy=True), a32.to("cpu", copy=True)))
+                merged_sq += float(torch.linalg.vector_norm(delta) ** 2)
                 A.copy_(new_a.to(device=A.device, dtype=A.dtype))
                 B.copy_(new_b.to(device=B.device, dtype=B.dtype))
             set_trainable(A, new_a)
             set_trainable(B, new_b)
             params += [A, B]
-            self.factors.setdefault(key, []).append((b_merged, a32))
-            merged_sq += float(delta.pow(2).sum())
         reset_moments(params, optimizer, self.spec.moments, keep=self.spec.prune_keep,
                       generator=torch.Generator().manual_seed(self.spec.seed * 31 + stage))
         record = {"stage": stage, "step": int(step), "reason": reason, "momentum": m,
@@ -246,11 +247,12 @@ class PeriodicLoRA(LoRA):
         for key, parts in factors.items():
             layer = modules[key]
             lin = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
-            delta = sum(b.float() @ a.float() for b, a in parts)
-            if getattr(layer, "fan_in_fan_out", False):
-                delta = delta.mT
             with editable([lin.weight]):
-                lin.weight.copy_((lin.weight.float() + delta.to(lin.weight.device)).to(lin.weight.dtype))
+                dev = lin.weight.device
+                delta = sum(b.to(dev, torch.float32) @ a.to(dev, torch.float32) for b, a in parts)
+                if getattr(layer, "fan_in_fan_out", False):
+                    delta = delta.mT
+                lin.weight.copy_((lin.weight.float() + delta).to(lin.weight.dtype))
         return len(factors)
 
     def restore(self, model: nn.Module, folder: Path) -> None:
