@@ -156,8 +156,11 @@ def _dash_forward_hook(module: nn.Module, args: tuple, kwargs: dict, output: tor
         if adapter not in module._lora_dash_on:
             continue
         delta = getattr(module, DELTA)[adapter]
-        xd = module.lora_dropout[adapter](x.to(delta.dtype))
-        dash = ((xd @ getattr(module, V_S)[adapter]) * delta) @ getattr(module, U_S)[adapter].mT
+        # In the activation's dtype: casting x (batch × seq × d_in) to δ's fp32 first costs a full copy per layer;
+        # the r-sized factors are cast instead (δ keeps its fp32 master and gradient).
+        xd = module.lora_dropout[adapter](x)
+        dt = xd.dtype
+        dash = ((xd @ getattr(module, V_S)[adapter].to(dt)) * delta.to(dt)) @ getattr(module, U_S)[adapter].to(dt).mT
         output = output + dash.to(output.dtype)
     return output
 
