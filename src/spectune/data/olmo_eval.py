@@ -62,17 +62,23 @@ def package_version() -> str | None:
         return None
 
 
+def embedded_path(relative: str, what: str, folder: bool = True) -> Path:
+    """``relative`` inside the installed package (a folder, or a file with ``folder=False``); raises naming ``what``
+    and the install hint when it is missing."""
+    found = package_dir() / relative
+    if not (found.is_dir() if folder else found.is_file()):
+        raise FileNotFoundError(
+            f"The embedded {what} is missing: {found} does not exist (installed {DISTRIBUTION} "
+            f"{package_version()}, expected {PINNED_VERSION}). {INSTALL_HINT}"
+        )
+    return found
+
+
 def split_dir(task: str) -> Path:
     """Folder of ``task``'s embedded split; raises with the install hint when it is missing."""
     if task not in EMBEDDED_SPLITS:
         raise ValueError(f"No embedded split for task '{task}'. Embedded tasks: {', '.join(EMBEDDED_SPLITS)}.")
-    folder = package_dir() / EMBEDDED_SPLITS[task][0]
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"The embedded split of '{task}' is missing: {folder} does not exist (installed {DISTRIBUTION} "
-            f"{package_version()}, expected {PINNED_VERSION}). {INSTALL_HINT}"
-        )
-    return folder
+    return embedded_path(EMBEDDED_SPLITS[task][0], f"split of '{task}'")
 
 
 def origin(task: str) -> str:
