@@ -67,7 +67,7 @@ reproduce-table1: ## LoRA-Dash commonsense table: FT vs LoRA vs LoRA-Dash, 8 tas
 	    seed=$(SEED_LIST) || exit 1; \
 	done
 	for seed in $$(seq 0 $$(($(SEEDS)-1))); do \
-	  $(BIN)/python -m experiments.plora_study base --experiment table1_commonsense_$(SCALE) --runs $(T1_RUNS) \
+	  $(BIN)/python -m spectune.training.base_model --experiment table1_commonsense_$(SCALE) --runs $(T1_RUNS) \
 	    seed=$$seed || exit 1; \
 	done
 	$(BIN)/python -m experiments.table1_commonsense --runs $(T1_RUNS) --scale $(SCALE) --started $(MAKE_START) \
@@ -108,7 +108,7 @@ reproduce-plora: ## PeriodicLoRA study: FT vs LoRA vs PLoRA (plain, momentum 0.1
 	$(TRAIN) -m experiment=plora_$(SCALE) method=lora method.r=1,8 seed=$(SEED_LIST)
 	$(TRAIN) -m experiment=plora_$(SCALE) method=plora method.r=1,8 method.momentum=0.0,0.1 \
 	  method.unload_every=$(PLORA_STAGE_$(SCALE)) seed=$(SEED_LIST)
-	$(BIN)/python -m experiments.plora_study base --experiment plora_$(SCALE) --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,)
+	$(BIN)/python -m spectune.training.base_model --experiment plora_$(SCALE) --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,)
 	$(BIN)/python -m experiments.plora_study report --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,) \
 	  --out results --scale $(SCALE) --stage $(PLORA_STAGE_$(SCALE)) --command "make reproduce-plora SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/plora$(if $(filter paper,$(SCALE)),_paper,)

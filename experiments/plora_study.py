@@ -2,7 +2,7 @@
 
 Usage (``make reproduce-plora`` runs the sweeps, then these)::
 
-    python -m experiments.plora_study base --runs runs/plora            # score the untrained model, same carve-out
+    python -m spectune.training.base_model --experiment plora_smoke --runs runs/plora   # the untrained model's row
     python -m experiments.plora_study report --runs runs/plora --out results --command "make reproduce-plora"
 
 ``report`` writes ``<out>/tables/plora_<scale>.md`` / ``.csv`` and ``<out>/figures/plora_rank_<scale>.png`` / ``.json``.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,49 +32,6 @@ from experiments.tables import carve_out_sizes, describe_device, mean_std
 from spectune.io import write_json_atomic, write_text_atomic
 
 EXPERIMENT = "plora_smoke"
-
-
-# ----------------------------------------------------------------------------------------------------- base model
-def evaluate_base(runs_root: Path, overrides: Sequence[str] = (), experiment: str = EXPERIMENT) -> dict[str, Any]:
-    """Score the untrained base model on the study's test carve-out; writes ``<runs>/base/seed<k>/`` (never over)."""
-    import torch
-    from hydra import compose, initialize_config_dir
-
-    from spectune.config import CONF_DIR
-    from spectune.evaluation.suite import evaluate_splits
-    from spectune.models import load_model_and_tokenizer
-    from spectune.training.recipe import setup_data
-    from spectune.training.run_folder import environment, write_json, write_yaml
-
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        cfg = compose("config", overrides=[f"experiment={experiment}", "method=lora", *overrides])
-    out = runs_root / "base" / f"seed{cfg.seed}"
-    if (out / "summary.json").exists():
-        print(f"{out} exists; the base model's scores are never overwritten.")
-        return json.loads((out / "eval_results.json").read_text())
-    t0 = time.time()
-    splits = setup_data(cfg)
-    model, tok = load_model_and_tokenizer(cfg.model.name_or_path, "causal_lm", dtype=cfg.model.dtype,
-                                          num_layers=cfg.model.num_layers)
-    if torch.cuda.is_available():
-        model = model.cuda()
-    model.eval()
-    metrics = evaluate_splits(model, tok, splits, protocols=list(cfg.eval.protocols), batch_size=cfg.eval.batch_size,
-                              max_length=cfg.train.max_length)
-    out.mkdir(parents=True, exist_ok=True)
-    env = environment()
-    from spectune.config import to_container
-    from spectune.data.tasks import write_indices
-
-    write_yaml(out / "config.yaml", to_container(cfg))
-    write_json(out / "environment.json", env)
-    write_indices(splits, out / "data_indices.json")
-    write_json(out / "eval_results.json", metrics)
-    write_json(out / "summary.json", {"status": "finished", "model": cfg.model.name, "method": "base",
-                                      "commit": env["git"]["commit"],
-                                      "task": cfg.task.name, "scale": cfg.scale_name, "seed": cfg.seed,
-                                      "runtime_s": round(time.time() - t0, 1), "metrics": metrics})
-    return metrics
 
 
 # ----------------------------------------------------------------------------------------------------- reading runs
@@ -387,9 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--assume-commit", default=None,
                    help="commit to show for runs that recorded none (e.g. from a remote machine's log)")
     args = p.parse_args(argv)
-    if args.cmd == "base":
-        print(json.dumps(evaluate_base(Path(args.runs), args.overrides, args.experiment), indent=2))
-        return 0
+    if args.cmd == "base":  # kept for sweeps started before the move; use spectune.training.base_model
+        import subprocess
+
+        return subprocess.call([sys.executable, "-m", "spectune.training.base_model", "--experiment", args.experiment,
+                                "--runs", args.runs, *args.overrides])
     try:
         paths = report(Path(args.runs), Path(args.out), args.command, args.stage, args.scale, args.assume_commit)
     except FileNotFoundError as err:

@@ -17,7 +17,7 @@ echo "commit $SPECTUNE_GIT_COMMIT seeds $SEEDS budget ${BUDGET}s"
 T="python3 -m spectune.train -m experiment=plora_smoke logger=disabled seed=$SEEDS"
 start=$(date +%s)
 status=0
-timeout "$BUDGET" bash -c "python3 -m experiments.plora_study base --runs runs/plora \
+timeout "$BUDGET" bash -c "python3 -m spectune.training.base_model --experiment plora_smoke --runs runs/plora \
   && $T method=lora method.r=1,8 \
   && $T method=plora method.r=1,8 method.momentum=0.0,0.1 method.unload_every=8 \
   && $T method=full" || status=$?
