@@ -31,8 +31,6 @@ from experiments.runs import collect_runs
 from experiments.tables import carve_out_sizes, describe_device, mean_std
 from spectune.io import write_json_atomic, write_text_atomic
 
-EXPERIMENT = "plora_smoke"
-
 
 # ----------------------------------------------------------------------------------------------------- reading runs
 def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
@@ -330,10 +328,6 @@ def report(runs_root: Path, out: Path, command: str, stage: int, scale: str = "s
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("base", help="score the untrained base model on the study's carve-out")
-    b.add_argument("--runs", default="runs/plora")
-    b.add_argument("--experiment", default=EXPERIMENT, help="the sweeps' experiment config (plora_smoke|plora_paper)")
-    b.add_argument("overrides", nargs="*", help="Hydra overrides (e.g. task.n_test=16)")
     r = sub.add_parser("report", help="table and rank figure from the run folders")
     r.add_argument("--runs", default="runs/plora")
     r.add_argument("--out", default="results")
@@ -343,11 +337,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--assume-commit", default=None,
                    help="commit to show for runs that recorded none (e.g. from a remote machine's log)")
     args = p.parse_args(argv)
-    if args.cmd == "base":  # kept for sweeps started before the move; use spectune.training.base_model
-        import subprocess
-
-        return subprocess.call([sys.executable, "-m", "spectune.training.base_model", "--experiment", args.experiment,
-                                "--runs", args.runs, *args.overrides])
     try:
         paths = report(Path(args.runs), Path(args.out), args.command, args.stage, args.scale, args.assume_commit)
     except FileNotFoundError as err:

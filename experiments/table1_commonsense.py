@@ -76,6 +76,14 @@ SCALES = {
     "paper": ScaleSetup("llama_7b", PAPER_RANKS["llama_7b"], ("LLaMA-7B", "LLaMA2-7B", "LLaMA3-8B"), "exact_match"),
 }
 
+COMMON_CAVEATS = (
+    "Our LoRA and LoRA-Dash rows share every setting but the method. Our base-model row scores the untuned model on "
+    "the same test carve-out (`python -m spectune.training.base_model`; at paper scale the first model only): read "
+    "the fine-tuned rows against it. Several of the paper's LoRA rows are DoRA's or LLM-Adapters' published numbers, "
+    "not re-runs at LoRA-Dash's settings (notes below).",
+    "Avg is recomputed over the 8 task columns for every row (the paper's published Avg can differ in the last "
+    "digit; `results/paper/README.md`).",
+)
 SMOKE_CAVEATS = (
     "LoRA-Dash's commonsense table (Table 1): full FT vs LoRA vs LoRA-Dash, trained on the 8 tasks together and "
     "tested per task.",
@@ -86,22 +94,12 @@ SMOKE_CAVEATS = (
     "cutoff; LoRA-Dash's pre-launch phase t scaled down with the run (paper: t = 100 on runs of thousands of "
     "steps); scored by log-likelihood multiple choice instead of 4-beam generation. The exact sizes and settings "
     "are listed below, taken from the run folders.",
-    "Our LoRA and LoRA-Dash rows share every setting but the method. Our base-model row scores the untuned model on "
-    "the same test carve-out (`python -m experiments.plora_study base`; at paper scale the first model only): read "
-    "the fine-tuned rows against it. Several of the paper's LoRA rows are DoRA's or LLM-Adapters' published numbers, "
-    "not re-runs at LoRA-Dash's settings (notes below).",
-    "Avg is recomputed over the 8 task columns for every row (the paper's published Avg can differ in the last "
-    "digit; `results/paper/README.md`).",
+    *COMMON_CAVEATS,
 )
 PAPER_CAVEATS = (
     "LoRA-Dash's commonsense table (Table 1) at the paper's scale: LLaMA-7B, LLaMA2-7B and LLaMA3-8B trained on "
     "commonsense_170k and tested on the LLM-Adapters test files with the LLM-Adapters protocol.",
-    "Our LoRA and LoRA-Dash rows share every setting but the method. Our base-model row scores the untuned model on "
-    "the same test carve-out (`python -m experiments.plora_study base`; at paper scale the first model only): read "
-    "the fine-tuned rows against it. Several of the paper's LoRA rows are DoRA's or LLM-Adapters' published numbers, "
-    "not re-runs at LoRA-Dash's settings (notes below).",
-    "Avg is recomputed over the 8 task columns for every row (the paper's published Avg can differ in the last "
-    "digit; `results/paper/README.md`).",
+    *COMMON_CAVEATS,
 )
 
 

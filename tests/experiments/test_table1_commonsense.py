@@ -35,7 +35,7 @@ def write_composite_run(root: Path, *, method: str, rank: int | None, seed: int,
                         runtime_s: float = 100.0, scale: str = "smoke") -> Path:
     """One commonsense/all run folder as spectune.train writes it (task ``commonsense``; eval_results per task).
 
-    ``method="base"``: the untuned model's scores as ``experiments.plora_study base`` writes them: ``<root>/base/
+    ``method="base"``: the untuned model's scores as ``spectune.training.base_model`` writes them: ``<root>/base/
     seed<k>``, the config composed with ``method=lora`` (r=8), a summary without rank or parameter counts."""
     base = method == "base"
     label = "full" if rank is None else (f"lora-r{rank}" if method == "lora" else f"dash-r{rank}-s8")
