@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.runs import collect_runs
-from experiments.tables import Column, PaperRow, Table, TableSpec, build_table, load_paper_rows, write_table
+from experiments.tables import Column, PaperRow, Table, TableSpec, build_table, load_paper_rows, publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = REPO_ROOT / "results" / "paper" / "lora_dash_table2_glue.csv"
@@ -109,11 +109,7 @@ def run_cli(argv: Sequence[str] | None, name: str, doc: str | None, spec_fn) -> 
         print(f"error: no run folders at {args.runs} (run the sweep first)", file=sys.stderr)
         return 2
     table = build_table(collect_runs(args.runs), spec_fn(str(args.runs), command, args.paper))
-    paths = write_table(table, args.out)
-    for note in table.provenance.notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {paths['md']} and {paths['csv']}")
-    return 0
+    return publish(table, args.out)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from experiments.tables import (
     build_table,
     display_model,
     load_paper_rows,
-    write_table,
+    publish,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -301,11 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     wall_s = None if args.started is None else max(0.0, time.time() - args.started)
     table = make_table(collect_runs(args.runs), str(args.runs), command, args.scale, args.metric, args.paper, wall_s)
-    paths = write_table(table, args.out)
-    for note in table.provenance.notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {paths['md']} and {paths['csv']}")
-    return 0
+    return publish(table, args.out)
 
 
 if __name__ == "__main__":

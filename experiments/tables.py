@@ -723,6 +723,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_text_atomic(path, text)
 
 
+def publish(table: Table, out_dir: str | os.PathLike[str]) -> int:
+    """Write the table (:func:`write_table`), print its provenance notes to stderr and the paths; returns 0."""
+    import sys
+
+    paths = write_table(table, out_dir)
+    for note in table.provenance.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {paths['md']} and {paths['csv']}")
+    return 0
+
+
 def write_table(table: Table, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write ``<out_dir>/<name>.md`` and ``<out_dir>/<name>.csv`` atomically; return their paths by suffix."""
     out_dir = Path(out_dir)
