@@ -35,6 +35,7 @@ from experiments.tables import (
     Table,
     TableSpec,
     build_table,
+    display_method,
     display_model,
     load_paper_rows,
     publish,
@@ -275,6 +276,8 @@ def make_table(runs: Sequence[RunRecord], runs_root: str, command: str, scale: s
     table = build_table(expand_composite(selected) + unplaceable, spec)
     table.provenance.counts = {status: sum(1 for r in selected if r.status == status) for status in STATUSES}
     table.provenance.notes = list(dict.fromkeys(table.provenance.notes))
+    # The base model is scored, not trained: the method/train keys of the config it was composed with do not apply.
+    table.provenance.training_by_row.pop(display_method("base"), None)
     return table
 
 

@@ -232,6 +232,7 @@ def test_caption_states_scale_data_seeds_commit_hardware_runtime(written) -> Non
     assert "LoRA-Dash r=4: " in head and "method.t=4" in head
     assert "`eval.protocols` = likelihood" in head and "shows `accuracy`" in head
     assert "first 12 layers" in head
+    assert "base model (no fine-tuning): " not in head  # scored, not trained: no training settings of its own
     runtimes = [runtime_of(m, r, s) for m, r in ROWS for s in (0, 1) if SPECIAL.get((m, r, s)) != "failed"
                 and SPECIAL.get((m, r, s)) != "incomplete"]
     assert f"{sum(runtimes) / 60:.1f} min ({sum(runtimes):.0f} s) over {len(runtimes)} run folder(s)" in head
