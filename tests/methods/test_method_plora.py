@@ -55,7 +55,7 @@ def _logits(model, batch) -> torch.Tensor:
         return model(**batch).logits.double()
 
 
-@pytest.mark.parametrize("momentum,split", [(0.0, "sqrt"), (0.1, "sqrt"), (0.5, "sqrt")])
+@pytest.mark.parametrize("momentum,split", [(0.0, "sqrt"), (0.9, "sqrt"), (0.5, "sqrt")])
 def test_plain_and_sqrt_momentum_unload_keep_the_function(momentum, split):
     method = PeriodicLoRA(PLoraSpec(r=2, target_modules=TARGETS, dropout=0.0, momentum=momentum,
                                     momentum_split=split))
@@ -66,10 +66,10 @@ def test_plain_and_sqrt_momentum_unload_keep_the_function(momentum, split):
     method.unload(model, step=10)
     after = _logits(model, batch)
     assert torch.allclose(before, after, atol=2e-5, rtol=1e-5), (before - after).abs().max()
-    m = momentum if momentum > 0 else 1.0
+    merged = 1.0 - momentum if momentum > 0 else 1.0  # m is the share kept in the adapter (the seed's m)
     for name, layer in lora_layers(model):
         ref = snap[name]
-        expected_w = ref["W"] + m * ref["s"] * (ref["B"] @ ref["A"])  # float64, from the pre-unload copies
+        expected_w = ref["W"] + merged * ref["s"] * (ref["B"] @ ref["A"])  # float64, from the pre-unload copies
         np.testing.assert_allclose(layer.get_base_layer().weight.detach().double().numpy(), expected_w, atol=1e-6)
         A = layer.lora_A["default"].weight.detach().double().numpy()
         B = layer.lora_B["default"].weight.detach().double().numpy()
@@ -79,13 +79,13 @@ def test_plain_and_sqrt_momentum_unload_keep_the_function(momentum, split):
             assert np.abs(A).max() <= bound and np.abs(A).max() > 0.5 * bound
             assert not np.allclose(A, ref["A"])
         else:
-            c = math.sqrt(1 - momentum)
+            c = math.sqrt(momentum)
             np.testing.assert_allclose(A, c * ref["A"], rtol=1e-6, atol=1e-9)
             np.testing.assert_allclose(B, c * ref["B"], rtol=1e-6, atol=1e-9)
 
 
 def test_linear_momentum_split_changes_the_function():
-    """The authors' earlier variant keeps (1-m)^2 sBA: the model changes (so the invariance test above can fail)."""
+    """The seed's linear form keeps m^2 sBA: the model changes (so the invariance test above can fail)."""
     method = PeriodicLoRA(PLoraSpec(r=2, target_modules=TARGETS, dropout=0.0, momentum=0.5, momentum_split="linear"))
     model, tok = _model(method)
     _randomise_adapter(model, 2)
@@ -93,6 +93,35 @@ def test_linear_momentum_split_changes_the_function():
     before = _logits(model, batch)
     method.unload(model, step=1)
     assert not torch.allclose(before, _logits(model, batch), atol=1e-4)
+
+
+@pytest.mark.parametrize("split", ["linear", "sqrt"])
+def test_momentum_is_the_share_kept_in_the_adapter_as_in_the_seed(split):
+    """Seed (001): at an unload BA is scaled by (1 − m) into W and A, B by m, so m is what STAYS in the adapter.
+
+    m = 0.9 is the first author's script's ``--plora_momentum_ratio 0.1`` (0.1 merged). The reference is written
+    as a sum of rank-1 outer products in float64, independently of the code's ``b @ a``.
+    """
+    m = 0.9
+    method = PeriodicLoRA(PLoraSpec(r=2, target_modules=TARGETS, dropout=0.0, momentum=m, momentum_split=split))
+    model, tok = _model(method)
+    _randomise_adapter(model, 7)
+    batch = _batch(tok)
+    before, snap = _logits(model, batch), _snapshot(model)
+    method.unload(model, step=3)
+    keep = {"linear": m, "sqrt": math.sqrt(m)}[split]  # the factor on A and on B
+    for name, layer in lora_layers(model):
+        ref = snap[name]
+        ba = sum(np.outer(ref["B"][:, k], ref["A"][k, :]) for k in range(ref["A"].shape[0]))
+        gained = layer.get_base_layer().weight.detach().double().numpy() - ref["W"]
+        np.testing.assert_allclose(gained, 0.1 * ref["s"] * ba, atol=1e-6, err_msg=f"{name}: W must gain 0.1·sBA")
+        np.testing.assert_allclose(layer.lora_A["default"].weight.detach().double().numpy(), keep * ref["A"],
+                                   rtol=1e-6, atol=1e-9, err_msg=f"{name}: A must become {keep:.4f}·A")
+        np.testing.assert_allclose(layer.lora_B["default"].weight.detach().double().numpy(), keep * ref["B"],
+                                   rtol=1e-6, atol=1e-9, err_msg=f"{name}: B must become {keep:.4f}·B")
+    if split == "sqrt":  # 0.1·sBA merged + 0.9·sBA kept: the model's function is unchanged
+        after = _logits(model, batch)
+        assert torch.allclose(before, after, atol=2e-5, rtol=1e-5), (before - after).abs().max()
 
 
 def test_accumulated_update_exceeds_rank_r_and_matches_the_stage_factors():
@@ -194,7 +223,7 @@ def test_stage_length_in_examples_needs_a_whole_number_of_steps():
 
 @pytest.mark.parametrize("kwargs,fragment", [
     ({"unload_every": 10, "unload_every_examples": 100}, "once"),
-    ({"momentum": 1.0}, "dead adapter"),
+    ({"momentum": 1.0}, "merges nothing"),
     ({"momentum_split": "cubic"}, "momentum_split"),
     ({"moments": "keep"}, "moments"),
     ({"schedule": "cosine"}, "schedule"),

@@ -5,9 +5,12 @@ Within a stage the model is plain PEFT LoRA, h = W x + s·B A drop(x), s = α/r.
 matrix (all of it on the weights the optimizer really updates, see ``spectune.methods.optim_state``):
 
 - plain unload (``momentum: 0``):   W ← W + s·B A;   A ← kaiming_uniform(a=√5) (U(−1/√d_in, 1/√d_in));   B ← 0;
-- momentum unload (0 < m < 1):      W ← W + m·s·B A;  A ← c·A,  B ← c·B,  with c = √(1−m) (``momentum_split: sqrt``,
-  the authors' later variant: (1−m)·s·B A stays in the adapter, so the model's function is unchanged) or c = 1−m
-  (``linear``, their earlier variant: (1−m)²·s·B A stays, the function changes);
+- momentum unload (0 < m < 1), m in the seed's sense (the share that STAYS in the adapter: "BA is scaled by (1 − m),
+  A and B by m"):  W ← W + (1−m)·s·B A;  A ← c·A,  B ← c·B,  with c = m (``momentum_split: linear``, the seed's and
+  the first author's trainer's formula: m²·s·B A stays, the function changes) or c = √m (``sqrt``, OURS: m·s·B A
+  stays, so the model's function is unchanged). That trainer (CCCarloooo/FastChat,
+  fastchat/train/plora_trainer_now.py) names the merged share instead: ``--plora_momentum_ratio 0.1`` = 1 − m, i.e.
+  m = 0.9 here (methods.md, "PeriodicLoRA");
 - optimizer moments of A and B: ``reset`` (exact: as at step 0) or ``prune`` (the authors' random zeroing of all but
   ``prune_keep`` = 0.1% of the entries);
 - learning-rate schedule: ``continue`` (the authors: constant LR) or ``restart`` (λ(step − b), b the last boundary).
@@ -18,8 +21,8 @@ at batch 24), and at each epoch end (``unload_at_epoch_end``); never after the f
 saved PEFT adapter. The re-initialised A is drawn from a generator seeded by (seed, stage, layer), so all ranks and a
 resumed run draw the same.
 
-Accumulated update after k unloads: W_now − W_0 = Σ_j B̃_j A_j + s·B A, B̃_j = m_j·s·B_j (m_j = 1 for a plain
-unload). The factors (B̃_j, A_j) are kept (CPU, fp32) as the stage history: rank analyses use them without forming
+Accumulated update after k unloads: W_now − W_0 = Σ_j B̃_j A_j + s·B A, B̃_j = μ_j·s·B_j (μ_j = 1 − m, or 1 for a
+plain unload). The factors (B̃_j, A_j) are kept (CPU, fp32) as the stage history: rank analyses use them without forming
 dense matrices (``spectune.spectral.rank_stats_lowrank``), checkpoints and the saved adapter carry them
 (``plora_stages.safetensors``), and :meth:`PeriodicLoRA.load_adapter` rebuilds the partially merged base W_0 + Σ_j
 B̃_j A_j from them before attaching the last stage's PEFT adapter. Under bf16 training W itself carried bf16 rounding
@@ -58,7 +61,8 @@ class PLoraSpec(LoraSpec):
 
     ``unload_every``: stage length in optimizer steps; ``unload_every_examples``: the same in training examples
     (exclusive with ``unload_every``; must be a multiple of the global batch); ``unload_at_epoch_end``: also unload
-    after each epoch's last step; ``momentum``: m, 0 for the plain unload; ``momentum_split``: "sqrt" | "linear";
+    after each epoch's last step; ``momentum``: m ∈ [0, 1), the seed's m, the share kept in the adapter (1 − m is
+    merged; 0 for the plain unload); ``momentum_split``: "sqrt" (A, B ← √m·A, √m·B; ours) | "linear" (m·A, m·B);
     ``moments``: "reset" | "prune"; ``prune_keep``: share of moment entries kept by "prune"; ``schedule``:
     "continue" | "restart"; ``seed``: seeds the re-initialisation of A.
     """
@@ -82,8 +86,10 @@ class PLoraSpec(LoraSpec):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"method.{key}={v!r} must be a positive integer or null.")
         if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"method.momentum={self.momentum} must be in [0, 1): 0 is the plain unload, m>0 merges "
-                             "m·sBA and keeps (1-m) in the adapter (m=1 would leave A=B=0, a dead adapter).")
+            raise ValueError(f"method.momentum={self.momentum} must be in [0, 1): m is the share kept in the adapter "
+                             "(the seed's m): 0 is the plain unload, m>0 merges (1-m)·sBA into W and scales A, B by m "
+                             "(linear) or √m (sqrt); m=1 merges nothing. The FastChat script's "
+                             "--plora_momentum_ratio 0.1 is method.momentum=0.9.")
         for key, allowed in (("momentum_split", MOMENTUM_SPLITS), ("moments", MOMENT_MODES),
                              ("schedule", SCHEDULES)):
             if getattr(self, key) not in allowed:
@@ -92,8 +98,12 @@ class PLoraSpec(LoraSpec):
             raise ValueError(f"method.prune_keep={self.prune_keep} must be in (0, 1].")
 
     def keep_factor(self) -> float:
-        """c, the factor on A and on B after a momentum unload (1 − m stays in the adapter for ``sqrt``)."""
-        return math.sqrt(1.0 - self.momentum) if self.momentum_split == "sqrt" else 1.0 - self.momentum
+        """c, the factor on A and on B after a momentum unload: √m (``sqrt``: m·sBA stays) or m (``linear``: m²·sBA)."""
+        return math.sqrt(self.momentum) if self.momentum_split == "sqrt" else self.momentum
+
+    def merged_share(self) -> float:
+        """μ, the share of s·BA merged into W at an unload: 1 − m, or 1 for the plain unload (m = 0)."""
+        return 1.0 - self.momentum if self.momentum > 0 else 1.0
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -155,8 +165,7 @@ class PeriodicLoRA(LoRA):
             with editable([W, A, B]):
                 # On W's device (the merge is a d_out×d_in product); only the r-wide factors go to the CPU.
                 a32, b32 = A.detach().to(W.device, torch.float32), B.detach().to(W.device, torch.float32)
-                share = m if m > 0 else 1.0
-                b_merged = b32 * (share * s)  # B̃ = m·s·B (plain: s·B)
+                b_merged = b32 * (self.spec.merged_share() * s)  # B̃ = (1−m)·s·B (plain, m = 0: s·B)
                 delta = b_merged @ a32
                 if getattr(layer, "fan_in_fan_out", False):
                     delta = delta.mT
