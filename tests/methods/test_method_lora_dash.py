@@ -222,6 +222,40 @@ def test_select_modes_pick_the_right_directions(mode: str) -> None:
         assert records["fc1"]["indices"] != records["fc2"]["indices"]
 
 
+def test_rate_switch_refuses_when_sba_is_still_zero() -> None:
+    """B = 0 at the switch: every rate |u_iᵀ(sBA)v_i|/σ_i is 0 and a tie-break would pick the top-σ directions.
+
+    select=rate must refuse and name the cause (warm-up at lr 0) and the fix; the σ-based ablations need no rates.
+    """
+    method, model = mlp_dash(s=3)  # B as PEFT initialises it: zero
+    assert all(not layer.lora_B["default"].weight.any() for _, layer in dash_layers(model))
+    with pytest.raises(RuntimeError, match=r"(?s)change rate.*is 0.*warm.*method\.t"):
+        method.switch(model)
+    assert all(not layer._lora_dash_on for _, layer in dash_layers(model)) and method.records == {}
+    for mode in ("top_sigma", "bottom_sigma", "random"):
+        other, m2 = mlp_dash(s=3, select=mode)
+        assert set(other.switch(m2)) == {"fc1", "fc2"}
+
+
+def test_trainer_with_warmup_at_t_1_refuses_instead_of_choosing_by_sigma(tmp_path: Path) -> None:
+    """A linear warm-up makes optimizer step 1 run at lr 0, so B is still zero at t = 1 (the defect of issue 7)."""
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    method = LoRADash(LoraDashSpec(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"], s=2, t=1,
+                                   svd_cache=False))
+    model = method.attach(tiny_llama(0), "CAUSAL_LM")
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": (ids := torch.randint(0, 64, (8,), generator=g)), "labels": ids} for _ in range(4)]
+    args = TrainingArguments(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=2, max_steps=2,
+                             learning_rate=1e-2, warmup_steps=2, save_strategy="no", report_to=[], use_cpu=True,
+                             disable_tqdm=True, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=method.callbacks())
+    with pytest.raises(RuntimeError, match=r"(?s)warmup_steps.*lr 0"):
+        trainer.train()
+    assert all(not layer.lora_B["default"].weight.any() for _, layer in dash_layers(model))  # step 1 ran at lr 0
+
+
 # ------------------------------------------------------------------------------------------------------ merge, save
 
 
@@ -433,7 +467,9 @@ def test_embedded_smollm2_one_layer(tmp_path: Path) -> None:
     # A second run on the same weights reads the SVDs from the cache.
     again = LoRADash(LoraDashSpec(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"], s=8, t=1),
                      svd_cache=cache)
-    again.switch(again.attach(copy.deepcopy(model).unload(), "CAUSAL_LM"))  # unload: the original W back
+    again_model = again.attach(copy.deepcopy(model).unload(), "CAUSAL_LM")  # unload: the original W back
+    randomise_b(again_model)  # a fresh B = 0 would be refused by select=rate (all change rates 0)
+    again.switch(again_model)
     assert cache.hits == 2
 
 

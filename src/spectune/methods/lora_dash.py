@@ -102,6 +102,24 @@ def check_directions(layers: list[nn.Linear], s: int) -> None:
                          f"{smallest}; choose method.s <= {smallest} or drop that layer from the target modules.")
 
 
+def check_rates_informative(rates: torch.Tensor, layer: str, spec: LoraDashSpec) -> None:
+    """Refuse a ``select: rate`` switch whose change rates δ_i = |u_iᵀ(sBA)v_i| / σ_i are all 0 (ΔW = sBA = 0).
+
+    Ranking all-zero rates would not fail: ``top_directions`` breaks ties towards the larger σ, so S would silently
+    be the top-σ directions, not LoRA-Dash's task-specific ones. The usual cause is a learning-rate warm-up: its
+    first optimizer step(s) run at lr 0, so B is still zero-initialised at a small t (docs/methods.md, "LoRA-Dash").
+    """
+    defined = rates[~torch.isnan(rates)]
+    if defined.numel() and not bool(defined.any()):
+        raise RuntimeError(
+            f"LoRA-Dash switch of {layer}: every predicted change rate |u_iᵀ(sBA)v_i|/σ_i is 0, i.e. ΔW = sBA = 0 "
+            f"after t={spec.t} ({spec.count}); B is still as initialised (zero), and ranking zeros would pick the "
+            "top-σ directions instead of the task-specific ones. Usual cause: a learning-rate warm-up "
+            "(train.warmup_steps / train.warmup_ratio) makes the first optimizer step(s) run at lr 0, so the "
+            "adapter has not moved yet (or the layer gets no gradient). Fix: raise method.t past the lr-0 steps, or "
+            "drop the warm-up (train.warmup_steps=0 train.warmup_ratio=0).")
+
+
 @contextmanager
 def gathered(params: list[torch.Tensor]) -> Iterator[None]:
     """Gather DeepSpeed ZeRO-3 partitioned ``params`` (read-only) for the block; a no-op for ordinary tensors."""
@@ -269,6 +287,7 @@ class LoRADash(LoRA):
         rates = change_rates_lowrank(weight, B, A, scale, svd=factors, tol=self.spec.rate_tol).cpu()
         mode = self.spec.select
         if mode == "rate":
+            check_rates_informative(rates, base_name(name), self.spec)
             idx = top_directions(rates, s)
         elif mode == "top_sigma":
             idx = torch.arange(s)
