@@ -88,7 +88,7 @@ def test_smoke_lr_follows_method() -> None:
         (["logger.mode=sometimes"], "logger.mode"),
         (["eval.protocols=[vibes]"], "eval.protocols"),
         (["train.precision=fp16", "model.dtype=bfloat16"], "mixes half formats"),
-        (["method=full", "analysis.tsd_reference=runs/x"], "has none"),
+        (["method=full", "analysis.tsd_reference=runs/x"], "update is dense"),
         (["analysis.tsd_reference=runs/x", "train.deepspeed=zero3"], "partitioned"),
         (["model=minilm", "task=plora/mmlu"], "trains a causal LM"),
         (["model=smollm2", "task=plora/mmlu_gsm8k", "task.source=hub"], r"task\.source=embedded"),

@@ -42,6 +42,18 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     return scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
 
 
+# Keys of a method's config group that configure the run, not the method (the rest are the spec's fields).
+RUN_KEYS = ("name", "label", "lr", "targets")
+
+
+def method_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The method's hyper-parameters from its config group (plain values; :data:`RUN_KEYS` dropped)."""
+    m = OmegaConf.to_container(cfg.method, resolve=True)
+    for k in RUN_KEYS:
+        m.pop(k, None)
+    return m
+
+
 def validate(cfg: DictConfig) -> None:
     """Check a composed config for contradictions before any model or data is loaded.
 
@@ -49,10 +61,13 @@ def validate(cfg: DictConfig) -> None:
     than the layers) run in the method's ``attach``.
     """
     from spectune.data.tasks import TASKS
-    from spectune.methods import METHODS
+    from spectune.methods import REGISTRY, entry
 
-    if cfg.method.name not in METHODS:
-        raise ConfigError(f"Unknown method '{cfg.method.name}'. Known methods: {sorted(METHODS)} (method=<name>).")
+    try:
+        method = entry(cfg.method.name)
+        method.make_spec(**method_kwargs(cfg))  # the spec's own range checks, before any model is loaded
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
     if cfg.task.name not in TASKS:
         raise ConfigError(f"Unknown task '{cfg.task.name}'. Known tasks: {sorted(TASKS)}.")
     family = cfg.task.family
@@ -66,8 +81,8 @@ def validate(cfg: DictConfig) -> None:
             f"Commonsense task '{cfg.task.name}' is generative and needs a causal LM (model=smollm2, llama_7b, …); "
             f"model={cfg.model.name} is a {cfg.model.family}."
         )
-    if family == "plora":
-        _validate_plora(cfg)
+    if family == "instruct":
+        _validate_instruct(cfg)
     t = cfg.train
     if t.precision not in {"fp32", "bf16", "fp16"}:
         raise ConfigError(f"train.precision={t.precision} must be fp32, bf16 or fp16.")
@@ -81,8 +96,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("Set either train.warmup_steps or train.warmup_ratio, not both.")
     if t.lr is None or t.lr <= 0:
         raise ConfigError(f"train.lr={t.lr} must be a positive number.")
-    if cfg.method.name != "full" and cfg.method.get("r") is not None and cfg.method.r < 1:
-        raise ConfigError(f"method.r={cfg.method.r} must be a positive integer.")
     if cfg.logger.mode not in {"online", "offline", "disabled"}:
         raise ConfigError(f"logger.mode={cfg.logger.mode} must be online, offline or disabled.")
     rank_every = cfg.analysis.get("rank_every")
@@ -90,13 +103,12 @@ def validate(cfg: DictConfig) -> None:
         if isinstance(rank_every, bool) or not isinstance(rank_every, int) or rank_every < 1:
             raise ConfigError(f"analysis.rank_every={rank_every!r} must be a positive number of optimizer steps, "
                               "or null.")
-        if cfg.method.name not in ("full", "lora", "plora"):
-            raise ConfigError(f"analysis.rank_every tracks the accumulated update of full, lora and plora; "
-                              f"method={cfg.method.name} is not supported. Drop analysis.rank_every.")
     if cfg.analysis.tsd_reference is not None:
-        if cfg.method.name not in ("lora", "lora_dash"):
-            raise ConfigError(f"analysis.tsd_reference tracks LoRA's predicted directions; method={cfg.method.name} "
-                              "has none. Use method=lora or method=lora_dash, or drop analysis.tsd_reference.")
+        if method.cls.update_form != "lowrank":
+            lowrank = [n for n, e in REGISTRY.items() if e.cls.update_form == "lowrank"]
+            raise ConfigError(f"analysis.tsd_reference reads the predicted directions from a low-rank update "
+                              f"(factors B, A); method={cfg.method.name}'s update is {method.cls.update_form}. Use "
+                              f"one of method={lowrank}, or drop analysis.tsd_reference.")
         if t.deepspeed == "zero3":
             raise ConfigError("analysis.tsd_reference reads whole LoRA factors every few steps; under ZeRO-3 they are "
                               "partitioned. Use train.deepspeed=zero2 (or none) for TSD tracking runs.")
@@ -109,8 +121,8 @@ def validate(cfg: DictConfig) -> None:
             "train.precision=fp16 with model.dtype=bfloat16 mixes half formats; use train.precision=bf16.")
 
 
-def _validate_plora(cfg: DictConfig) -> None:
-    """PeriodicLoRA's benchmarks (MMLU, GSM8K): a causal LM, the embedded data, likelihood scoring only."""
+def _validate_instruct(cfg: DictConfig) -> None:
+    """Instruction benchmarks (MMLU, GSM8K; PeriodicLoRA's): a causal LM, the embedded data, likelihood scoring."""
     name = cfg.task.name
     if cfg.model.family != "causal_lm":
         raise ConfigError(f"Task '{name}' trains a causal LM on instructions (model=smollm2, llama_7b, …); "

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from spectune.methods import LoRA, LoraSpec
 from spectune.training.tsd_tracking import TSDTracker
 
 
@@ -23,12 +24,18 @@ def _lora_minilm():
                                            init_lora_weights=False))
 
 
+def _method() -> LoRA:
+    """The method object whose update the tracker reads (its factors come from the model's LoRA layers)."""
+    return LoRA(LoraSpec(r=4, alpha=8, target_modules=["query", "value"]))
+
+
 def test_reference_equal_to_lora_update_gives_full_overlap(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SPECTUNE_CACHE", str(tmp_path / "cache"))
     model = _lora_minilm()
     copy.deepcopy(model).merge_and_unload().save_pretrained(str(tmp_path / "ref"))
     logged = []
-    tracker = TSDTracker(tmp_path / "ref", every=2, log=lambda kind, **kw: logged.append((kind, kw)), model_id="minilm")
+    tracker = TSDTracker(tmp_path / "ref", every=2, log=lambda kind, **kw: logged.append((kind, kw)), model_id="minilm",
+                         method=_method())
     tracker.on_train_begin(None, SimpleNamespace(global_step=0), None, model=model)
     kind, ev = logged[-1]
     assert kind == "tsd" and ev["layers"] == 12 and ev["recall"] == 1.0 and ev["accuracy"] == 1.0
@@ -45,6 +52,7 @@ def test_reference_equal_to_lora_update_gives_full_overlap(tmp_path: Path, monke
 
 
 def test_missing_reference_is_explained(tmp_path: Path) -> None:
-    tracker = TSDTracker(tmp_path, every=2, log=lambda *a, **k: None, model_id="minilm")
+    tracker = TSDTracker(tmp_path, every=2, log=lambda *a, **k: None, model_id="minilm",
+                         method=_method())
     with pytest.raises(FileNotFoundError, match="full fine-tuning run folder"):
         tracker.on_train_begin(None, SimpleNamespace(global_step=0), None, model=_lora_minilm())

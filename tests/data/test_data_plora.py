@@ -43,7 +43,7 @@ def raw_gsm8k() -> list[dict]:
 
 def test_registry_and_sources() -> None:
     assert PLORA_TASKS == ("mmlu", "gsm8k") and TASKS["mmlu_gsm8k"].subtasks == PLORA_TASKS
-    assert {TASKS[t].family for t in (*PLORA_TASKS, "mmlu_gsm8k")} == {"plora"}
+    assert {TASKS[t].family for t in (*PLORA_TASKS, "mmlu_gsm8k")} == {"instruct"}
     assert all(TASKS[t].sources == ("embedded",) for t in (*PLORA_TASKS, "mmlu_gsm8k"))
     assert (TASKS["mmlu"].metric, TASKS["gsm8k"].metric, TASKS["mmlu_gsm8k"].metric) == (
         "accuracy", "bits_per_byte", "accuracy")
@@ -134,7 +134,7 @@ def test_composite_mmlu_gsm8k(tmp_path: Path) -> None:
     assert "mmlu_no_train/<subject>/test" in s.meta["origin"]["mmlu"]["test"]
     assert "gsm8k/gold_bpb_5shot/requests.jsonl.gz" in s.meta["origin"]["gsm8k"]["test"]
     data = json.loads(write_indices(s, tmp_path / "data_indices.json").read_text())
-    assert data["task"] == "mmlu_gsm8k" and data["family"] == "plora"
+    assert data["task"] == "mmlu_gsm8k" and data["family"] == "instruct"
     assert data["test_indices"] == s.meta["test_indices"] and len(data["layout"]["mmlu"]) == 57
 
 

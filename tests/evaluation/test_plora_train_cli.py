@@ -29,7 +29,7 @@ def test_smollm2_lora_on_mmlu_gsm8k_writes_both_metrics(tmp_path: Path) -> None:
     assert res["gsm8k"]["n_tokens"] > 0 and res["gsm8k"]["n_bytes"] > res["gsm8k"]["n_tokens"]
     assert res["primary"] == {"metric": "accuracy", "value": res["mmlu"]["accuracy"], "tasks": ["mmlu"]}
     indices = json.loads((run_dir / "data_indices.json").read_text())
-    assert indices["family"] == "plora" and set(indices["test_indices"]) == {"mmlu", "gsm8k"}
+    assert indices["family"] == "instruct" and set(indices["test_indices"]) == {"mmlu", "gsm8k"}
     for t in ("mmlu", "gsm8k"):
         assert len(indices["train_indices"][t]) == 4 and len(indices["test_indices"][t]) == 3
         assert not set(indices["train_indices"][t]) & set(indices["test_indices"][t])

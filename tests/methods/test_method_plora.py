@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from spectune.methods import build_method
-from spectune.methods.plora import PeriodicLoRA, PLoraSpec, lora_layers
+from spectune.methods.lora import lora_layers
+from spectune.methods.plora import PeriodicLoRA, PLoraSpec
 from spectune.methods.plora_schedule import PLoRACallback, stage_length
 from spectune.models import load_model_and_tokenizer
 from spectune.spectral import rank_stats, rank_stats_lowrank
@@ -133,7 +134,7 @@ def test_accumulated_update_exceeds_rank_r_and_matches_the_stage_factors():
         _randomise_adapter(model, 100 + k)
         method.unload(model, step=k + 1)
     _randomise_adapter(model, 999)  # the live last stage
-    factors = method.accumulated_factors(model)
+    factors = method.update_factors(model)
     assert len(method.stages) == stages
     for name, layer in lora_layers(model):
         dense = layer.get_base_layer().weight.detach().double().numpy() - w0[name]

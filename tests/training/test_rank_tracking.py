@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from spectune.config import CONF_DIR, ConfigError, validate
 from spectune.methods import build_method
 from spectune.models import load_model_and_tokenizer
 from spectune.training.rank_tracking import UpdateRankTracker
@@ -72,10 +71,26 @@ def test_tracker_full_finetuning_uses_the_dense_difference():
     assert len(measured) == 6 and all(v["numerical_rank"] == 3 for v in measured.values())
 
 
-def test_rank_tracking_of_lora_dash_is_refused_up_front():
-    from hydra import compose, initialize_config_dir
+def test_lora_dash_update_includes_the_dash_directions(tmp_path, monkeypatch):
+    """LoRA-Dash's ΔW = sBA + U_S diag(δ) V_Sᵀ: rank r + s and its norm, against float64 numpy from the buffers."""
+    from spectune.methods.lora_dash_layer import DELTA, U_S, V_S, dash_layers
 
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        cfg = compose("config", overrides=["method=lora_dash", "analysis.rank_every=5"])
-    with pytest.raises(ConfigError, match="rank_every"):
-        validate(cfg)
+    monkeypatch.setenv("SPECTUNE_CACHE", str(tmp_path))
+    method = build_method("lora_dash", r=2, s=2, t=1, target_modules=["query"], dropout=0.0, svd_cache=False)
+    base, _ = load_model_and_tokenizer("minilm", "sequence_classification", num_labels=2)
+    model = method.attach(base, "SEQ_CLS")
+    _randomise(model, 0)
+    method.switch(model)
+    _randomise(model, 1)  # δ too (its name holds "lora_")
+    measured = UpdateRankTracker(method, every=1, log_event=lambda *a, **k: None).measure(model)
+    layers = dash_layers(model)
+    assert len(measured) == len(layers) == 6
+    for name, layer in layers:
+        b = layer.lora_B["default"].weight.detach().double().numpy() * float(layer.scaling["default"])
+        a = layer.lora_A["default"].weight.detach().double().numpy()
+        u, v = (getattr(layer, k)["default"].detach().double().numpy() for k in (U_S, V_S))
+        d = getattr(layer, DELTA)["default"].detach().double().numpy()
+        delta = b @ a + (u * d) @ v.T
+        rec = measured[name.removeprefix("base_model.model.")]
+        assert rec["numerical_rank"] == _reference_rank(delta) == 4
+        np.testing.assert_allclose(rec["frobenius_norm"], np.linalg.norm(delta), rtol=1e-5)

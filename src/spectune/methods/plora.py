@@ -42,8 +42,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from spectune.methods.lora import LoRA, LoraSpec
+from spectune.methods.lora import LoRA, LoraSpec, base_name, lora_factors, lora_layers
 from spectune.methods.optim_state import editable, reset_moments, set_trainable
+from spectune.methods.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ MOMENT_MODES = ("reset", "prune")
 SCHEDULES = ("continue", "restart")
 STAGES_FILE = "plora_stages.safetensors"
 CONFIG_FILE = "plora_config.json"
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass
@@ -78,6 +78,7 @@ class PLoraSpec(LoraSpec):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.unload_every is not None and self.unload_every_examples is not None:
             raise ValueError("Give the PLoRA stage length once: method.unload_every (optimizer steps) or "
                              "method.unload_every_examples (examples), and set the other to null.")
@@ -106,17 +107,6 @@ class PLoraSpec(LoraSpec):
         return 1.0 - self.momentum if self.momentum > 0 else 1.0
 
 
-def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, PEFT LoRA layer) of every layer holding the "default" adapter, in module order."""
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(getattr(m, "lora_A", None), nn.ModuleDict) and "default" in m.lora_A]
-
-
-def base_name(name: str) -> str:
-    """The module name in the plain model (PEFT's ``base_model.model.`` prefix removed)."""
-    return name.removeprefix(PEFT_PREFIX)
-
-
 def kaiming_uniform_a_sqrt5(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
     """PEFT's / nn.Linear's init of A (r×d_in): kaiming_uniform(a=√5) = U(−b, b), b = gain·√(3/fan_in) with
     gain = √(2/(1+a²)) = √(1/3), i.e. b = 1/√d_in; drawn in fp32 from ``generator``."""
@@ -124,10 +114,10 @@ def kaiming_uniform_a_sqrt5(shape: tuple[int, int], generator: torch.Generator) 
     return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0) * bound
 
 
+@register("plora", spec=PLoraSpec, display="PeriodicLoRA",
+          description="PeriodicLoRA (LoRA unloaded into W every stage)")
 class PeriodicLoRA(LoRA):
     """PEFT LoRA trained in stages; :meth:`unload` is the stage boundary, :class:`PLoRACallback` drives it."""
-
-    name = "plora"
 
     def __init__(self, spec: PLoraSpec):
         super().__init__(spec)
@@ -190,14 +180,11 @@ class PeriodicLoRA(LoRA):
         self.stages.append(record)
         return record
 
-    def accumulated_factors(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """{layer: (B_cat, A_cat)} with B_cat A_cat = W_now − W_0 (the merged stages and the live adapter, fp32)."""
+    def update_factors(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{layer: (B_cat, A_cat)} with B_cat A_cat = W_now − W_0: the merged stages Σ_j B̃_j A_j and the live s·B A."""
         out = {}
         for name, layer in lora_layers(model):
-            A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
-            with editable([A, B], modify=False):
-                live = (B.detach().float().cpu() * float(layer.scaling["default"]), A.detach().float().cpu().clone())
-            parts = [*self.factors.get(base_name(name), []), live]
+            parts = [*self.factors.get(base_name(name), []), lora_factors(layer)]
             out[base_name(name)] = (torch.cat([b for b, _ in parts], 1), torch.cat([a for _, a in parts], 0))
         return out
 
@@ -286,6 +273,7 @@ class PeriodicLoRA(LoRA):
         """W_0 + Σ_j B̃_j A_j rebuilt in ``base_model``, then the last stage's PEFT adapter attached on top."""
         from peft import PeftModel
 
-        _, factors = self.read_stages(Path(folder))
+        stages, factors = self.read_stages(Path(folder))
         self.apply_stages(base_model, factors)
+        self.stages, self.factors = stages, factors  # a later save of the loaded model keeps every stage
         return PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)

@@ -26,21 +26,19 @@ def evaluate_base(runs_root: Path, experiment: str, overrides: Sequence[str] = (
     from spectune.config import CONF_DIR, to_container
     from spectune.data.tasks import write_indices
     from spectune.evaluation.suite import evaluate_splits
-    from spectune.models import load_model_and_tokenizer
-    from spectune.training.recipe import model_kind, setup_data
+    from spectune.training.artifacts import load_base
+    from spectune.training.recipe import setup_data
     from spectune.training.run_folder import environment, write_json, write_yaml
 
     with initialize_config_dir(str(CONF_DIR), version_base=None):
-        cfg = compose("config", overrides=[f"experiment={experiment}", "method=lora", *overrides])
+        cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
     out = Path(runs_root) / "base" / f"seed{cfg.seed}"
     if (out / "summary.json").exists():
         print(f"{out} exists; the base model's scores are never overwritten.")
         return json.loads((out / "eval_results.json").read_text())
     t0 = time.time()
     splits = setup_data(cfg)
-    num_labels = splits.spec.num_labels if cfg.task.family == "glue" else None
-    model, tok = load_model_and_tokenizer(cfg.model.name_or_path, model_kind(cfg), num_labels=num_labels,
-                                          dtype=cfg.model.dtype, num_layers=cfg.model.num_layers)
+    model, tok = load_base(cfg)
     if torch.cuda.is_available():
         model = model.cuda()
     model.eval()

@@ -2,14 +2,15 @@
 
 Every ``analysis.rank_every`` optimizer steps and at the end of training, for each tracked matrix:
 ``spectune.spectral.rank_stats`` of ΔW = W_now − W_0 (numerical rank, stable rank ‖ΔW‖_F²/‖ΔW‖_2², effective rank,
-‖ΔW‖_F, spectrum). How ΔW is read depends on the method, never by forming what need not be formed:
+‖ΔW‖_F, spectrum). The method says how its update is read (``Method.update_form``), never forming what need not be
+formed:
 
-- ``lora``: ΔW = s·B A, from the factors (``rank_stats_lowrank``);
-- ``plora``: ΔW = Σ_j B̃_j A_j + s·B A, the merged stages and the live adapter (``PeriodicLoRA.accumulated_factors``);
-- ``full``: ΔW = W − W_0, dense, against a CPU fp32 snapshot of the tracked matrices taken at the start.
+- ``lowrank``: ``Method.update_factors`` gives (B, A) with B A = ΔW (LoRA: s·B, A; PeriodicLoRA: every merged
+  stage and the live adapter; LoRA-Dash: the LoRA factors and U_S diag(δ), V_S), measured by ``rank_stats_lowrank``;
+- ``dense``: ΔW = W − W_0 against a CPU fp32 snapshot of the tracked matrices taken at the start.
 
-Tracked matrices: the PEFT LoRA layers, or for full fine-tuning the Linear layers whose names end with one of
-``target_modules`` (the model's default LoRA targets, so the three methods are compared on the same matrices).
+Tracked matrices: the adapted ones, or for a dense update the Linear layers whose names end with one of
+``target_modules`` (the model's default adapter targets, so every method is compared on the same matrices).
 Logged as ``update_rank`` events (per matrix and means); the last one is also written to ``update_rank.json``.
 Runs on every rank (gathering ZeRO-3 parameters is collective); only rank 0 writes.
 """
@@ -29,13 +30,7 @@ from spectune.io import write_json_atomic
 from spectune.methods.optim_state import editable
 from spectune.spectral import rank_stats, rank_stats_lowrank
 
-PEFT_PREFIX = "base_model.model."
 KEEP_SIGMAS = 64  # singular values kept per matrix in the logs (the spectrum's head; ranks use all of them)
-
-
-def _lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n.removeprefix(PEFT_PREFIX), m) for n, m in model.named_modules()
-            if isinstance(getattr(m, "lora_A", None), nn.ModuleDict) and "default" in m.lora_A]
 
 
 def _target_linears(model: nn.Module, target_modules: list[str]) -> list[tuple[str, nn.Linear]]:
@@ -62,22 +57,20 @@ class UpdateRankTracker(TrainerCallback):
                  target_modules: list[str] | None = None, is_main: bool = True):
         if every < 1:
             raise ValueError(f"analysis.rank_every={every} must be a positive number of optimizer steps (or null).")
-        if method.name not in ("full", "lora", "plora"):
-            raise ValueError(f"analysis.rank_every tracks full, lora and plora updates; method={method.name} is not "
-                             "supported (LoRA-Dash's extra directions are not included). Drop analysis.rank_every.")
         self.method, self.every, self.log_event = method, every, log_event
         self.run_dir, self.target_modules, self.is_main = run_dir, list(target_modules or []), is_main
         self.w0: dict[str, torch.Tensor] = {}
         self.last: dict[str, Any] | None = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.method.name != "full" or model is None:
+        if self.method.update_form != "dense" or model is None:
             return
         layers = _target_linears(model, self.target_modules)
         if not layers:
             raise ValueError(f"analysis.rank_every: no Linear layer of the model ends with {self.target_modules}.")
         if state.global_step > 0:
-            raise ValueError("analysis.rank_every with method=full cannot resume: W_0 is not in the checkpoint. "
+            raise ValueError(f"analysis.rank_every with method={self.method.name} (a dense update) cannot resume: "
+                             "W_0 is not in the checkpoint. "
                              "Start the run afresh (or drop analysis.rank_every).")
         for name, lin in layers:
             with editable([lin.weight], modify=False):
@@ -87,20 +80,15 @@ class UpdateRankTracker(TrainerCallback):
     def measure(self, model: nn.Module) -> dict[str, dict[str, Any]]:
         """{matrix: rank_stats of its accumulated update} (spectrum cut to the first 64 values)."""
         out: dict[str, dict[str, Any]] = {}
-        if self.method.name == "full":
+        factors = self.method.update_factors(model)
+        if factors is None:  # dense update: against the snapshot
             for name, lin in _target_linears(model, self.target_modules):
                 with editable([lin.weight], modify=False):
                     delta = lin.weight.detach().float().cpu() - self.w0[name]
                 out[name] = rank_stats(delta)
-        elif self.method.name == "plora":
-            for name, (b, a) in self.method.accumulated_factors(model).items():
-                out[name] = rank_stats_lowrank(b, a)
         else:
-            for name, layer in _lora_layers(model):
-                A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
-                with editable([A, B], modify=False):
-                    b = B.detach().float().cpu() * float(layer.scaling["default"])
-                    out[name] = rank_stats_lowrank(b, A.detach().float().cpu())
+            for name, (b, a) in factors.items():
+                out[name] = rank_stats_lowrank(b, a)
         for v in out.values():
             v["singular_values"] = v["singular_values"][:KEEP_SIGMAS]
         return out

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from spectune.config import CONF_DIR, to_container, validate
+from spectune.config import CONF_DIR, method_kwargs, to_container, validate
 from spectune.data.tasks import TaskSplits, load_task, write_indices
 from spectune.methods import Method, build_method, trainable_parameters
-from spectune.models import load_model_and_tokenizer
+from spectune.training.artifacts import load_base, load_trained, model_kind
 from spectune.training.events import EventCallback, EventLogger
 from spectune.training.features import causal_lm_features, encoder_features
 from spectune.training.run_folder import (
@@ -57,20 +57,6 @@ def init_distributed() -> None:
     torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
-def model_kind(cfg: DictConfig) -> str:
-    return "causal_lm" if cfg.model.family == "causal_lm" else "sequence_classification"
-
-
-def method_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """The method's hyper-parameters from its config group (plain values; Hydra-only keys dropped)."""
-    m = OmegaConf.to_container(cfg.method, resolve=True)
-    for k in ("name", "label", "lr", "targets"):
-        m.pop(k, None)
-    if "target_modules" in m and isinstance(m["target_modules"], tuple):
-        m["target_modules"] = list(m["target_modules"])
-    return m
-
-
 def setup_data(cfg: DictConfig) -> TaskSplits:
     return load_task(cfg.task.name, source=cfg.task.source, n_train=cfg.task.n_train, n_test=cfg.task.n_test,
                      seed=cfg.seed, path=cfg.task.path)
@@ -80,10 +66,7 @@ def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, A
     from transformers import set_seed
 
     set_seed(cfg.seed)  # classifier heads and LoRA's A are initialised from this seed
-    num_labels = splits.spec.num_labels if cfg.task.family == "glue" else None
-    model, tok = load_model_and_tokenizer(cfg.model.name_or_path, model_kind(cfg), num_labels=num_labels,
-                                          dtype=cfg.model.dtype, num_layers=cfg.model.num_layers,
-                                          revision=cfg.model.revision)
+    model, tok = load_base(cfg)
     method = build_method(cfg.method.name, **method_kwargs(cfg))
     task_type = "CAUSAL_LM" if model_kind(cfg) == "causal_lm" else "SEQ_CLS"
     model = method.attach(model, task_type)
@@ -255,7 +238,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
             from spectune.training.tsd_tracking import TSDTracker
 
             callbacks.append(TSDTracker(Path(cfg.analysis.tsd_reference), cfg.analysis.tsd_every, events.log,
-                                        model_id=cfg.model.name_or_path))
+                                        model_id=cfg.model.name_or_path, method=method))
         trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=collator,
                           callbacks=callbacks)
         resume_from = last_checkpoint(run_dir) if mode == "resume" else None
@@ -268,7 +251,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank's own view, to check they agree
                 write_json(run_dir / f"method_record.rank{os.environ.get('RANK', '0')}.json", record)
         # Save what was learned; under ZeRO-3 the Trainer gathers the partitioned weights for this.
-        save_dir = run_dir / ("merged" if cfg.method.name == "full" else "adapter")
+        save_dir = run_dir / method.artifact
         trainer.save_model(str(save_dir))
         if main:
             tok.save_pretrained(str(save_dir))
@@ -320,21 +303,12 @@ def _evaluate_saved(cfg: DictConfig, run_dir: Path, splits: TaskSplits, method: 
     """Reload the saved artefacts, write the merged export, and score the test carve-out."""
     from spectune.evaluation.suite import evaluate_splits
 
-    kind = model_kind(cfg)
-    num_labels = splits.spec.num_labels if cfg.task.family == "glue" else None
-    if cfg.method.name == "full":
-        model, _ = load_model_and_tokenizer(str(run_dir / "merged"), kind, num_labels=num_labels,
-                                            dtype=cfg.model.dtype)
-    else:
-        base, _ = load_model_and_tokenizer(cfg.model.name_or_path, kind, num_labels=num_labels,
-                                           dtype=cfg.model.dtype, num_layers=cfg.model.num_layers,
-                                           revision=cfg.model.revision)
-        # The method's own loader: PEFT's alone would silently drop extra terms (LoRA-Dash's U_S diag(δ) V_Sᵀ).
-        model = method.load_adapter(base, run_dir / "adapter")
-        if export:
-            merged = method.merged(model)
-            merged.save_pretrained(str(run_dir / "merged"))
-            tok.save_pretrained(str(run_dir / "merged"))
+    # The method's own loader: PEFT's alone would silently drop extra terms (LoRA-Dash's U_S diag(δ) V_Sᵀ).
+    model, _, _ = load_trained(cfg, run_dir, method)
+    if export and not (run_dir / "merged").exists():
+        merged = method.merged(model)
+        merged.save_pretrained(str(run_dir / "merged"))
+        tok.save_pretrained(str(run_dir / "merged"))
     model.eval()
     return evaluate_splits(model, tok, splits, protocols=list(cfg.eval.protocols), batch_size=cfg.eval.batch_size,
                            max_length=cfg.train.max_length, num_beams=cfg.eval.num_beams,

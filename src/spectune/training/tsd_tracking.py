@@ -1,9 +1,10 @@
-"""Track how well LoRA's update predicts the task-specific directions during training (LoRA-Dash, Si et al. 2024).
+"""Track how well an adapter's update predicts the task-specific directions during training (LoRA-Dash, Si et al.).
 
-Every ``every`` optimizer steps, for each LoRA layer: predicted rates δ̂_i = |u_iᵀ (sBA) v_i| / σ_i from the
-current factors (never forming ΔW), true rates δ_i = |u_iᵀ ΔW* v_i| / σ_i from a full fine-tuning run's
-ΔW* = W* − W (computed once), and the paper's overlaps: recall (true top-4 inside predicted top-8) and accuracy
-(predicted top-8 inside true top-16). The mean over layers (and each layer's values) go to the event stream
+Every ``every`` optimizer steps, for each adapted matrix: predicted rates δ̂_i = |u_iᵀ ΔW v_i| / σ_i from the method's
+low-rank update ΔW = B A (``Method.update_factors``; LoRA: s·B, A — never forming ΔW), true rates
+δ_i = |u_iᵀ ΔW* v_i| / σ_i from a full fine-tuning run's ΔW* = W* − W (computed once), with u_i, σ_i, v_i the SVD of
+W at the start of training, and the paper's overlaps: recall (true top-4 inside predicted top-8) and accuracy
+(predicted top-8 inside true top-16). The mean over matrices (and each matrix's values) go to the event stream
 (metrics.jsonl, W&B) as ``tsd`` events.
 """
 
@@ -16,16 +17,8 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from spectune.methods.base import Method, base_weight, plain_modules
 from spectune.spectral import SVDCache, change_rates, change_rates_lowrank, tsd_overlap
-
-
-def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """PEFT LoRA layers by their base-model module name (``base_model.model.`` prefix removed)."""
-    out = {}
-    for name, m in model.named_modules():
-        if hasattr(m, "lora_A") and hasattr(m, "base_layer") and "default" in getattr(m, "lora_A", {}):
-            out[name.removeprefix("base_model.model.")] = m
-    return out
 
 
 def reference_state(reference: Path) -> dict[str, torch.Tensor]:
@@ -44,26 +37,33 @@ def reference_state(reference: Path) -> dict[str, torch.Tensor]:
 
 
 class TSDTracker(TrainerCallback):
-    """Log the overlap of LoRA's predicted TSD with the reference run's true TSD every ``every`` steps."""
+    """Log the overlap of the method's predicted TSD with the reference run's true TSD every ``every`` steps."""
 
-    def __init__(self, reference: Path, every: int, log: Any, model_id: str, k_pred: int = 8):
+    def __init__(self, reference: Path, every: int, log: Any, model_id: str, method: Method, k_pred: int = 8):
         if every < 1:
             raise ValueError(f"analysis.tsd_every={every} must be >= 1.")
+        if method.update_form != "lowrank":
+            raise ValueError(f"analysis.tsd_reference needs a low-rank update; method={method.name}'s is "
+                             f"{method.update_form}.")
         self.reference, self.every, self.log, self.model_id, self.k_pred = Path(reference), every, log, model_id, k_pred
+        self.method = method
         self.true: dict[str, torch.Tensor] = {}
+        self.w0: dict[str, torch.Tensor] = {}
         self.svds: dict[str, Any] = {}
 
     def on_train_begin(self, args, state, control, model: nn.Module | None = None, **kwargs):
         ref = reference_state(self.reference)
         cache = SVDCache()
-        layers = lora_layers(model)
-        if not layers:
-            raise ValueError("analysis.tsd_reference needs a LoRA model (method=lora or lora_dash).")
-        for name, layer in layers.items():
+        factors = self.method.update_factors(model)
+        if not factors:
+            raise ValueError(f"analysis.tsd_reference: method={self.method.name} adapted no matrix of this model.")
+        modules = plain_modules(model)
+        for name in factors:
             key = next((c for c in (name, name.removeprefix("model."), f"model.{name}") if c in ref), None)
             if key is None:
                 raise ValueError(f"The reference run {self.reference} has no weight for {name}: same model?")
-            W = layer.base_layer.weight.detach().float().cpu()
+            W = base_weight(modules[name]).detach().float().cpu()
+            self.w0[name] = W
             self.svds[name] = cache.get(self.model_id, f"{name}.weight", W)
             self.true[name] = change_rates(W, ref[key].float() - W, svd=self.svds[name])
         self._measure(model, state.global_step)
@@ -75,12 +75,9 @@ class TSDTracker(TrainerCallback):
     @torch.no_grad()
     def _measure(self, model: nn.Module, step: int) -> None:
         per_layer = {}
-        for name, layer in lora_layers(model).items():
-            A = layer.lora_A["default"].weight.detach().float().cpu()
-            B = layer.lora_B["default"].weight.detach().float().cpu()
-            W = layer.base_layer.weight.detach().float().cpu()
-            pred = change_rates_lowrank(W, B, A, float(layer.scaling["default"]), svd=self.svds[name])
-            if not torch.any(pred > 0):  # B = 0 at step 0: LoRA predicts nothing yet
+        for name, (B, A) in self.method.update_factors(model).items():
+            pred = change_rates_lowrank(self.w0[name], B, A, 1.0, svd=self.svds[name])
+            if not torch.any(pred > 0):  # ΔW = 0 (B = 0 at step 0): nothing predicted yet
                 continue
             n = pred.numel()
             per_layer[name] = tsd_overlap(pred, self.true[name], k_pred=min(self.k_pred, n),
