@@ -15,17 +15,16 @@ from pathlib import Path
 import pytest
 
 from spectune.methods import REGISTRY, Method
-from tests.training.helpers import run_train
 
-COMMON = ["model=smollm2", "model.num_layers=2", "task=plora/gsm8k", "task.n_train=32", "task.n_test=6",
-          "train.epochs=2", "train.batch_size=8", "train.max_length=256", "train.lr=3e-3", "train.logging_steps=1",
-          "train.save_steps=1000", "export_merged=false", "eval.batch_size=6"]
-# One row per method: its overrides (LoRA-Dash switches at step 2 of 8; PLoRA unloads every 3 steps).
+COMMON = ["model=smollm2", "model.num_layers=2", "task=plora/gsm8k", "task.n_train=16", "task.n_test=4",
+          "train.epochs=2", "train.batch_size=8", "train.max_length=192", "train.lr=3e-3", "train.logging_steps=1",
+          "train.save_steps=1000", "export_merged=false", "eval.batch_size=4", "logger=disabled", "train.num_threads=2"]
+# One row per method: its overrides (4 optimizer steps: LoRA-Dash switches after step 1, PLoRA unloads at step 2).
 RUNS = {
     "full": ["method=full", "train.lr=1e-4"],
     "lora": ["method=lora", "method.r=4"],
-    "lora_dash": ["method=lora_dash", "method.r=4", "method.s=4", "method.t=2"],
-    "plora": ["method=plora", "method.r=4", "method.unload_every=3"],
+    "lora_dash": ["method=lora_dash", "method.r=4", "method.s=4", "method.t=1"],
+    "plora": ["method=plora", "method.r=4", "method.unload_every=2"],
 }
 
 
@@ -35,12 +34,19 @@ def test_every_registered_method_has_a_run_row() -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
+    """One finished run folder per method, trained in-process by the recipe (the CLI's path minus Hydra's start)."""
+    from hydra import compose, initialize_config_dir
+
+    from spectune.config import CONF_DIR
+    from spectune.training.recipe import train_and_evaluate
+
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for name, overrides in RUNS.items():
-        run_train([*COMMON, *overrides, f"run_tag=-{name}"], root)
-        (run_dir,) = [p.parent for p in root.rglob("summary.json") if p.parent.name.endswith(f"-{name}")]
-        out[name] = run_dir
+        with initialize_config_dir(str(CONF_DIR), version_base=None):
+            cfg = compose("config", overrides=[*COMMON, *overrides, f"runs_root={root}"])
+        out[name] = root / name
+        assert train_and_evaluate(cfg, out[name])["status"] == "finished"
     return out
 
 
