@@ -9,26 +9,22 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 TRAIN := $(BIN)/python -m spectune.train
 SEED_LIST = $(shell seq -s, 0 $$(($(SEEDS)-1)))
-# LoRA-Dash's pre-launch length: the paper's t=100 at paper scale; scaled to the short smoke runs (24-64 steps).
-DASH_T_smoke := method.t=8
-DASH_T_paper :=
-# PeriodicLoRA's stage length in optimizer steps per scale (paper: 4.8k examples = 200 steps at global batch 24).
-PLORA_STAGE_smoke := 8
-PLORA_STAGE_paper := 200
-# Table 1 (commonsense): LoRA-Dash's t for its 16-step smoke runs, and the adapter sweeps per scale (the paper's ranks:
-# LLaMA-7B r in {4..64}, LLaMA2-7B / LLaMA3-8B r in {16, 32}; smoke: SmolLM2 r in {4, 8, 16}).
-DASH_T1_smoke := method.t=4
-DASH_T1_paper :=
-T1_SWEEPS_smoke := 'method.r=4,8,16'
-T1_SWEEPS_paper := 'model=llama_7b method.r=4,8,16,32,64' 'model=llama2_7b,llama3_8b method.r=16,32'
+# The cells of every table live in conf/: an experiment's settings in conf/experiment/<experiment>.yaml, its sweep
+# grids in conf/sweep/<experiment>/<grid>.yaml (hydra.sweeper.params). `$(call sweep,<experiment>,<overrides>)` runs
+# every grid of the experiment, one multirun each in name order, with <overrides> added (seed=0,1,2: the seed axis);
+# `python -m experiments.grids <experiment>` lists the cells.
+define sweep
+for grid in conf/sweep/$(1)/*.yaml; do grid=$${grid#conf/sweep/}; \
+  $(TRAIN) -m experiment=$(1) +sweep=$${grid%.yaml} $(2) || exit 1; \
+done
+endef
 T1_RUNS = runs/table1_commonsense$(if $(filter paper,$(SCALE)),_paper,)
 # Start of this make invocation (Unix time): table drivers state the wall time up to the table.
 MAKE_START := $(shell date +%s)
-# LoRA-Dash ablations (make dash-ablations, called by make figures): seeds, and the centre every sweep varies one factor
-# around (table 2's LoRA-Dash r=8 cell: s=8, t=8 of 64 steps, select=rate).
+# LoRA-Dash ablations (make dash-ablations, called by make figures): seeds. The grids (conf/sweep/dash_ablation_smoke)
+# vary one factor at a time around a centre (table 2's LoRA-Dash r=8 cell: s=8, t=8 of 64 steps, select=rate).
 ABLATION_SEEDS ?= 1
 ABLATION_SEED_LIST = $(shell seq -s, 0 $$(($(ABLATION_SEEDS)-1)))
-ABLATION := $(TRAIN) -m experiment=dash_ablation_smoke method=lora_dash method.r=8
 
 .PHONY: help setup test test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures dash-ablations archive-runs clean-runs
 
@@ -54,38 +50,31 @@ lint: ## ruff on src, tests, experiments
 	$(BIN)/ruff check src tests experiments
 
 table-glue-smoke: ## First table: full FT vs LoRA on GLUE SST-2/RTE/MRPC, MiniLM, smoke scale, SEEDS seeds
-	$(TRAIN) -m experiment=glue_ft_vs_lora seed=$(SEED_LIST)
-	$(BIN)/python -m experiments.glue_ft_vs_lora --runs runs/glue_ft_vs_lora --out results/tables \
-	  --command "make table-glue-smoke SEEDS=$(SEEDS)"
+	$(call sweep,glue_ft_vs_lora,seed=$(SEED_LIST))
+	$(BIN)/python -m experiments.glue_ft_vs_lora --experiment glue_ft_vs_lora --runs runs/glue_ft_vs_lora \
+	  --out results/tables --started $(MAKE_START) --command "make table-glue-smoke SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/glue_ft_vs_lora
 
 reproduce-table1: ## LoRA-Dash commonsense table: FT vs LoRA vs LoRA-Dash, 8 tasks (SCALE=smoke|paper, SEEDS=n)
-	$(TRAIN) -m experiment=table1_commonsense_$(SCALE) method=full seed=$(SEED_LIST)
-	for sweep in $(T1_SWEEPS_$(SCALE)); do \
-	  $(TRAIN) -m experiment=table1_commonsense_$(SCALE) method=lora $$sweep seed=$(SEED_LIST) || exit 1; \
-	  $(TRAIN) -m experiment=table1_commonsense_$(SCALE) method=lora_dash $$sweep $(DASH_T1_$(SCALE)) \
-	    seed=$(SEED_LIST) || exit 1; \
-	done
+	$(call sweep,table1_commonsense_$(SCALE),seed=$(SEED_LIST))
 	for seed in $$(seq 0 $$(($(SEEDS)-1))); do \
 	  $(BIN)/python -m spectune.training.base_model --experiment table1_commonsense_$(SCALE) --runs $(T1_RUNS) \
 	    seed=$$seed || exit 1; \
 	done
-	$(BIN)/python -m experiments.table1_commonsense --runs $(T1_RUNS) --scale $(SCALE) --started $(MAKE_START) \
+	$(BIN)/python -m experiments.table1_commonsense --experiment table1_commonsense_$(SCALE) --runs $(T1_RUNS) \
+	  --scale $(SCALE) --started $(MAKE_START) \
 	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table1 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=$(T1_RUNS)
 
 reproduce-table2: ## LoRA-Dash GLUE table: FT vs LoRA vs LoRA-Dash r in {2,8} (SCALE=smoke|paper, SEEDS=n)
-	$(TRAIN) -m experiment=table2_glue_$(SCALE) method=full seed=$(SEED_LIST)
-	$(TRAIN) -m experiment=table2_glue_$(SCALE) method=lora method.r=2,8 seed=$(SEED_LIST)
-	$(TRAIN) -m experiment=table2_glue_$(SCALE) method=lora_dash method.r=2,8 $(DASH_T_$(SCALE)) seed=$(SEED_LIST)
-	$(BIN)/python -m experiments.table2_glue --runs runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,) \
+	$(call sweep,table2_glue_$(SCALE),seed=$(SEED_LIST))
+	$(BIN)/python -m experiments.table2_glue --experiment table2_glue_$(SCALE) \
+	  --runs runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,) --started $(MAKE_START) \
 	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,)
 
 figures: ## TSD figures at smoke scale: LoRA's predicted vs true directions over training (r=8,16,32), change-rate profile; then dash-ablations
-	$(TRAIN) -m experiment=tsd_tracking_smoke method=full export_merged=true
-	$(TRAIN) -m experiment=tsd_tracking_smoke method=lora method.r=8,16,32 \
-	  analysis.tsd_reference=runs/tsd_tracking/minilm/full/sst2/seed0
+	$(call sweep,tsd_tracking_smoke,)
 	$(BIN)/python -m experiments.tsd_figures --runs runs/tsd_tracking --out results/figures --command "make figures"
 	rm -rf results/figures/tsd_profile_minilm_sst2
 	$(BIN)/python -m spectune.analyze runs/tsd_tracking/minilm/lora-r8/sst2/seed0 \
@@ -95,22 +84,17 @@ figures: ## TSD figures at smoke scale: LoRA's predicted vs true directions over
 	$(MAKE) dash-ablations
 
 dash-ablations: ## LoRA-Dash ablations over t, s and select (MiniLM, SST-2, smoke; ABLATION_SEEDS=n, default 1)
-	$(TRAIN) -m experiment=dash_ablation_smoke method=lora method.r=8 run_tag= seed=$(ABLATION_SEED_LIST)
-	$(ABLATION) method.s=8 method.select=rate method.t=1,4,8,16,32 seed=$(ABLATION_SEED_LIST)
-	$(ABLATION) method.t=8 method.select=rate method.s=2,4,8,16,32 seed=$(ABLATION_SEED_LIST)
-	$(ABLATION) method.t=8 method.s=8 method.select=rate,random,top_sigma,bottom_sigma seed=$(ABLATION_SEED_LIST)
-	$(BIN)/python -m experiments.dash_ablations --runs runs/dash_ablation --out results/figures --started $(MAKE_START) \
-	  --centre-s 8 --centre-t 8 --centre-select rate --command "make dash-ablations ABLATION_SEEDS=$(ABLATION_SEEDS)"
+	$(call sweep,dash_ablation_smoke,seed=$(ABLATION_SEED_LIST))
+	$(BIN)/python -m experiments.dash_ablations --experiment dash_ablation_smoke --runs runs/dash_ablation \
+	  --out results/figures --started $(MAKE_START) --command "make dash-ablations ABLATION_SEEDS=$(ABLATION_SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/dash_ablation
 
-reproduce-plora: ## PeriodicLoRA study: FT vs LoRA vs PLoRA (plain, momentum 0.1), r in {1,8}; table + rank figure (SCALE, SEEDS)
-	$(TRAIN) -m experiment=plora_$(SCALE) method=full seed=$(SEED_LIST)
-	$(TRAIN) -m experiment=plora_$(SCALE) method=lora method.r=1,8 seed=$(SEED_LIST)
-	$(TRAIN) -m experiment=plora_$(SCALE) method=plora method.r=1,8 method.momentum=0.0,0.1 \
-	  method.unload_every=$(PLORA_STAGE_$(SCALE)) seed=$(SEED_LIST)
+reproduce-plora: ## PeriodicLoRA study: FT vs LoRA vs PLoRA (plain, momentum 0.9), r in {1,8}; table + rank figure (SCALE, SEEDS)
+	$(call sweep,plora_$(SCALE),seed=$(SEED_LIST))
 	$(BIN)/python -m spectune.training.base_model --experiment plora_$(SCALE) --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,)
-	$(BIN)/python -m experiments.plora_study report --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,) \
-	  --out results --scale $(SCALE) --stage $(PLORA_STAGE_$(SCALE)) --command "make reproduce-plora SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	$(BIN)/python -m experiments.plora_study report --experiment plora_$(SCALE) \
+	  --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,) --out results --scale $(SCALE) \
+	  --command "make reproduce-plora SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/plora$(if $(filter paper,$(SCALE)),_paper,)
 
 archive-runs: ## Copy the small files of the run folders under RUNS into results/ (provenance of committed tables)

@@ -2,41 +2,43 @@
 
 Usage (from the repository root; ``make dash-ablations`` runs the sweeps and then this)::
 
-    python -m experiments.dash_ablations --runs runs/dash_ablation --out results/figures --command "make dash-ablations"
+    python -m experiments.dash_ablations --experiment dash_ablation_smoke --runs runs/dash_ablation \\
+        --out results/figures --command "make dash-ablations"
 
-Reads the finished LoRA-Dash and LoRA run folders under ``--runs`` (one model, task and rank). A LoRA-Dash run is a
-point of the factor in which it differs from the centre (default s = 8, t = 8, select = rate; the centre itself is a
-point of every factor): accuracy vs t (pre-launch length, optimizer steps), vs s (number of directions) and vs select
+The design comes from the experiment's sweep grids (conf/sweep/dash_ablation_smoke, :func:`design_of`): the grids
+that sweep one of t, s, select give the ablated method (LoRA-Dash) and the centre (the value each factor keeps in the
+other grids: s = 8, t = 8, select = rate); the grid that sweeps none gives the reference method (LoRA); ``--centre-*``
+override the centre. Reads the finished run folders of those two methods under ``--runs`` (one model, task and
+rank). A LoRA-Dash run is a point of the factor in which it differs from the centre (the centre itself is a point of
+every factor): accuracy vs t (pre-launch length, optimizer steps), vs s (number of directions) and vs select
 (rate = the method, random, top_sigma, bottom_sigma = the paper's ablations). Each point is the mean over seeds, with
 the sample standard deviation as an error bar when there are several seeds; plain LoRA of the same rank under the
 same settings is the reference line. Writes ``<out>/<name>_{t,s,select}.png`` and ``<out>/<name>.json`` (the plotted
-numbers, the runs behind each point and the provenance: command, commit, hardware, seeds, scale, settings, runtime).
+numbers, the runs behind each point and the provenance: command, commits, hardware, seeds, scale, settings, runtime,
+from :func:`experiments.report.provenance.collect`). Runs of several commits or of a dirty tree are refused unless
+``--allow-mixed-commits`` (exit status 3; each run's commit is then in the JSON and the caption).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import shlex
 import sys
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments import grids
+from experiments.report.cli import add_provenance_args, command_of, refuse, wall_s
+from experiments.report.provenance import MixedCommitsError, Provenance, collect, relative
+from experiments.report.render import commit_text
+from experiments.report.table import mean_std
+from experiments.report.vocabulary import display_model
 from experiments.runs import FINISHED, RunRecord, collect_runs
-from experiments.tables import (
-    _git_of,
-    carve_out_sizes,
-    data_sources,
-    describe_device,
-    display_model,
-    mean_std,
-    training_settings,
-)
 from spectune.io import write_json_atomic
 
 NAME = "dash_ablation"
+EXPERIMENT = "dash_ablation_smoke"
 FACTORS = ("t", "s", "select")
 SELECT_ORDER = ("rate", "random", "top_sigma", "bottom_sigma")
 FACTOR_TEXT = {
@@ -44,6 +46,50 @@ FACTOR_TEXT = {
     "s": "s: number of dash directions",
     "select": "select: how the s directions are chosen",
 }
+
+
+@dataclass(frozen=True)
+class Design:
+    """The ablation: ``method`` varied one factor at a time around ``centre``; ``reference``: the reference line's
+    method (None: no reference); ``values``: the values each factor's grid sweeps."""
+
+    method: str
+    reference: str | None
+    centre: dict[str, Any]
+    values: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _value(text: str) -> Any:
+    """An override value as the config holds it (``8`` → 8)."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def design_of(experiment: str = EXPERIMENT) -> Design:
+    """The :class:`Design` of an experiment's sweep grids (module docstring); ``ValueError`` when they are not a
+    one-factor-at-a-time design."""
+    factor_grids: dict[str, grids.Grid] = {}
+    others: list[grids.Grid] = []
+    for grid in grids.load_grids(experiment):
+        varying = [f for f in FACTORS if len(grid.axis(f"method.{f}")) > 1]
+        if len(varying) > 1:
+            raise ValueError(f"grid {experiment}/{grid.name} varies {varying}: one factor per grid")
+        if varying:
+            factor_grids[varying[0]] = grid
+        else:
+            others.append(grid)
+    methods = {v for g in factor_grids.values() for v in g.axis("method")}
+    if len(methods) != 1 or not factor_grids:
+        raise ValueError(f"{experiment}'s factor grids ({sorted(factor_grids)}) must sweep one method; got {methods}")
+    centre: dict[str, Any] = {}
+    for factor in FACTORS:
+        fixed = {v for name, g in factor_grids.items() if name != factor for v in g.axis(f"method.{factor}")}
+        if len(fixed) > 1:
+            raise ValueError(f"{experiment}: the grids that hold {factor} fixed disagree on it: {sorted(fixed)}")
+        if fixed:
+            centre[factor] = _value(fixed.pop())
+    references = [v for g in others for v in g.axis("method")]
+    return Design(method=methods.pop(), reference=references[0] if references else None, centre=centre,
+                  values={f: [_value(v) for v in g.axis(f"method.{f}")] for f, g in factor_grids.items()})
 
 
 def dash_settings(run: RunRecord) -> dict[str, Any] | None:
@@ -60,10 +106,7 @@ def dash_settings(run: RunRecord) -> dict[str, Any] | None:
 
 
 def _relative(run: RunRecord, root: Path) -> str:
-    try:
-        return str(run.path.relative_to(root))
-    except ValueError:
-        return str(run.path)
+    return relative(run, root)
 
 
 def _point(value: Any, runs: Sequence[RunRecord], metric: str, root: Path) -> dict[str, Any]:
@@ -81,22 +124,24 @@ def _sort_key(factor: str, value: Any) -> tuple:
     return (0, value)
 
 
-def ablation_points(runs: Sequence[RunRecord], root: str | Path, centre: Mapping[str, Any], metric: str = "accuracy"
-                    ) -> dict[str, Any]:
+def ablation_points(runs: Sequence[RunRecord], root: str | Path, centre: Mapping[str, Any], metric: str = "accuracy",
+                    design: Design | None = None) -> dict[str, Any]:
     """The plotted numbers: per factor, the points (runs equal to the centre in the other two factors), the LoRA
-    reference, and what could not be used (``problems``: failed/incomplete runs, runs off every axis).
+    reference, and what could not be used (``problems``: failed/incomplete runs, runs off every axis). ``design``:
+    which methods are ablated and the reference (default: :func:`design_of` the default experiment).
 
     Only finished runs with the metric count; one value per seed and point (a second folder of the same seed is
     reported in ``problems`` and left out).
     """
     root = Path(root)
+    design = design or design_of()
     problems: list[str] = []
     dash: dict[tuple[str, Any], dict[Any, RunRecord]] = {}
     lora: dict[Any, RunRecord] = {}
     ranks: set[int] = set()
     for run in runs:
         where = _relative(run, root)
-        if run.method not in ("lora", "lora_dash"):
+        if run.method not in (design.method, design.reference):
             continue
         if run.status != FINISHED:
             problems.append(f"{where}: {run.status}" + (f" ({run.error.splitlines()[0][:120]})" if run.error else ""))
@@ -104,7 +149,7 @@ def ablation_points(runs: Sequence[RunRecord], root: str | Path, centre: Mapping
         if run.metric(metric) is None:
             problems.append(f"{where}: finished but no {metric}")
             continue
-        if run.method == "lora":
+        if run.method == design.reference:
             if run.seed in lora:
                 problems.append(f"{where}: second LoRA folder for seed {run.seed}; left out")
                 continue
@@ -141,51 +186,38 @@ def ablation_points(runs: Sequence[RunRecord], root: str | Path, centre: Mapping
     return {"factors": factors, "baseline": baseline, "problems": problems, "ranks": sorted(ranks)}
 
 
-def provenance(runs: Sequence[RunRecord], command: str, centre: Mapping[str, Any], metric: str,
-               wall_s: float | None) -> dict[str, Any]:
-    """Caption facts of the runs used: scale, model, task, carve-out, seeds, settings, commits, hardware, runtime."""
-    carve: dict[str, set[str]] = {}
-    sources: set[str] = set()
-    settings: dict[str, set[str]] = {}
-    steps: set[int] = set()
-    for run in runs:
-        for task, sizes in carve_out_sizes(run.data_indices, run.task).items():
-            carve.setdefault(task, set()).add(", ".join(f"{k} {v}" for k, v in sorted(sizes.items(), reverse=True)))
-        kinds, _ = data_sources(run.data_indices)
-        sources.update(kinds)
-        for key, value in training_settings(run.config).items():
-            if key.startswith("train."):
-                settings.setdefault(key, set()).add(value)
-        if isinstance((run.summary or {}).get("train_steps"), int):
-            steps.add(run.summary["train_steps"])
-    durations = [r.runtime_s for r in runs if r.runtime_s is not None]
+def provenance(prov: Provenance, centre: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """The figures' provenance (the JSON's ``provenance``) from the collector's: scale, model, task, carve-out,
+    seeds, settings, commits (each run's too), hardware, runtime, command."""
     return {
-        "command": command,
-        "scale": sorted({r.scale for r in runs if r.scale}),
-        "model": sorted({r.model for r in runs if r.model}),
-        "task": sorted({r.task for r in runs if r.task}),
-        "data_carve_out": {task: sorted(v) for task, v in carve.items()},
-        "data_source": sorted(sources),
-        "seeds": sorted({r.seed for r in runs if r.seed is not None}),
+        "command": prov.command,
+        "scale": prov.scales,
+        "model": prov.models,
+        "task": prov.tasks,
+        "data_carve_out": prov.carve_out,
+        "data_source": prov.sources,
+        "seeds": prov.seeds,
         "metric": f"{metric} in % on the test carve-out",
         "centre": dict(centre),
-        "training": {k: sorted(v) for k, v in sorted(settings.items())},
-        "optimizer_steps": sorted(steps),
-        "commits": sorted({c for c in map(_git_of, runs) if c}),
-        "hardware": sorted({d for d in (describe_device(r.environment) for r in runs) if d}),
-        "runs": len(runs),
-        "runtime_s_sum": round(math.fsum(durations), 1) if durations else None,
-        "wall_s": None if wall_s is None else round(wall_s, 1),
+        "training": prov.settings("train."),
+        "optimizer_steps": prov.optimizer_steps,
+        "commits": prov.commit_texts,
+        "mixed_commits": prov.mixed,
+        "run_commits": {c.run: c.text() for c in prov.commits},
+        "hardware": prov.devices,
+        "runs": sum(prov.counts.values()),
+        "runtime_s_sum": None if prov.runtime_s_sum is None else round(prov.runtime_s_sum, 1),
+        "wall_s": None if prov.wall_s is None else round(prov.wall_s, 1),
     }
 
 
-def caption(prov: Mapping[str, Any], ranks: Sequence[int]) -> str:
+def caption(prov: Mapping[str, Any], ranks: Sequence[int], collected: Provenance) -> str:
     """One paragraph under each figure: scale, model, data, seeds, settings, commit, hardware, runtime, command."""
     models = ", ".join(display_model(m) for m in prov["model"]) or "?"
     carve = "; ".join(f"{t}: {' | '.join(v)}" for t, v in prov["data_carve_out"].items()) or "not recorded"
     train = ", ".join(f"{k.removeprefix('train.')}={'|'.join(v)}" for k, v in prov["training"].items())
     centre = ", ".join(f"{k}={v}" for k, v in prov["centre"].items())
-    commits = ", ".join(c[:7] + (" (dirty)" if c.endswith("(dirty)") else "") for c in prov["commits"])
+    commits = commit_text(collected, short=True)
     runtime = []
     if prov["runtime_s_sum"] is not None:
         runtime.append(f"sum of runtime_s {prov['runtime_s_sum'] / 60:.1f} min over {prov['runs']} runs")
@@ -195,7 +227,7 @@ def caption(prov: Mapping[str, Any], ranks: Sequence[int]) -> str:
             f"r={', '.join(map(str, ranks)) or '?'}; task {', '.join(prov['task'])} ({carve}; "
             f"{', '.join(prov['data_source']) or 'source not recorded'}); {train}; optimizer steps "
             f"{', '.join(map(str, prov['optimizer_steps']))}; centre {centre}; seeds "
-            f"{', '.join(map(str, prov['seeds']))}; commit {commits or 'not recorded'}; "
+            f"{', '.join(map(str, prov['seeds']))}; commit {commits}; "
             f"hardware {'; '.join(prov['hardware']) or '?'}; {'; '.join(runtime) or 'runtime not recorded'}; "
             f"command: {prov['command']}")
 
@@ -265,19 +297,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="results/figures")
     p.add_argument("--name", default=NAME, help="file stem: <name>_{t,s,select}.png and <name>.json")
     p.add_argument("--metric", default="accuracy")
-    p.add_argument("--centre-s", type=int, default=8)
-    p.add_argument("--centre-t", type=int, default=8)
-    p.add_argument("--centre-select", default="rate", choices=SELECT_ORDER)
-    p.add_argument("--command", default=None, help="the command that produced the figures (default: this one)")
-    p.add_argument("--started", type=float, default=None, help="Unix time the command started (for its wall time)")
+    p.add_argument("--experiment", default=EXPERIMENT,
+                   help="the experiment whose sweep grids give the design: ablated and reference method, centre")
+    p.add_argument("--centre-s", type=int, default=None, help="default: the grids' centre")
+    p.add_argument("--centre-t", type=int, default=None, help="default: the grids' centre")
+    p.add_argument("--centre-select", default=None, choices=SELECT_ORDER, help="default: the grids' centre")
+    add_provenance_args(p)
     args = p.parse_args(args_list)
-    command = args.command or shlex.join(["python", "-m", "experiments.dash_ablations", *args_list])
+    command = command_of(args, "experiments.dash_ablations", args_list)
     if not Path(args.runs).is_dir():
         print(f"error: no run folders at {args.runs} (run the sweeps first)", file=sys.stderr)
         return 2
-    centre = {"s": args.centre_s, "t": args.centre_t, "select": args.centre_select}
+    design = design_of(args.experiment)
+    given = {"s": args.centre_s, "t": args.centre_t, "select": args.centre_select}
+    centre = {f: given[f] if given[f] is not None else design.centre[f] for f in ("s", "t", "select")}
     runs = collect_runs(args.runs)
-    data = ablation_points(runs, args.runs, centre, args.metric)
+    data = ablation_points(runs, args.runs, centre, args.metric, design)
     if not any(data["factors"].values()):
         print(f"error: no finished LoRA-Dash runs with {args.metric} under {args.runs}", file=sys.stderr)
         return 2
@@ -285,9 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if data["baseline"]:
         used_paths.update(data["baseline"]["runs"])
     used = [r for r in runs if _relative(r, Path(args.runs)) in used_paths]
-    wall_s = None if args.started is None else max(0.0, time.time() - args.started)
-    prov = provenance(used, command, centre, args.metric, wall_s)
-    text = caption(prov, data["ranks"])
+    try:
+        collected = collect(used, runs_root=args.runs, command=command, what=f"the figures {args.name}",
+                            wall_s=wall_s(args), allow_mixed_commits=args.allow_mixed_commits)
+    except MixedCommitsError as err:
+        return refuse(err)
+    prov = provenance(collected, centre, args.metric)
+    text = caption(prov, data["ranks"], collected)
     out = Path(args.out)
     files = []
     for factor in FACTORS:

@@ -1,16 +1,21 @@
 """PeriodicLoRA's study: LoRA vs PLoRA (plain, momentum) vs full FT — benchmarks, "learning ability", accumulated rank.
 
-Usage (``make reproduce-plora`` runs the sweeps, then these)::
+Usage (``make reproduce-plora`` runs the grids of conf/sweep/plora_<scale>, then these)::
 
     python -m spectune.training.base_model --experiment plora_smoke --runs runs/plora   # the untrained model's row
-    python -m experiments.plora_study report --runs runs/plora --out results --command "make reproduce-plora"
+    python -m experiments.plora_study report --experiment plora_smoke --runs runs/plora --out results \\
+        --command "make reproduce-plora"
 
 ``report`` writes ``<out>/tables/plora_<scale>.md`` / ``.csv`` and ``<out>/figures/plora_rank_<scale>.png`` / ``.json``.
+The stage length (for the last-stage loss) is the grids' ``method.unload_every`` unless ``--stage`` is given. Runs of
+several commits or of a dirty tree are refused unless ``--allow-mixed-commits`` (exit status 3).
 
 Definitions (docs/plora.md):
 - Benchmarks (embedded data, gold-answer likelihood): MMLU accuracy (%), GSM8K bits per byte of the gold solution
   (lower is better). Not GSM8K exact match.
 - Loss drop ΔL = first logged training loss − mean training loss over the last stage (the last ``stage`` steps).
+- Rows: one per (method, rank, momentum) with the registry's labels; a row with a momentum (PeriodicLoRA's) is the
+  studied method, the row of the same rank without one (LoRA's) its yardstick.
 - Learning-ability ratio (our reading of Meng et al.'s "≈1.8× LoRA's learning ability"; the paper's exact formula
   was not available to us): PLoRA's gain over LoRA's at the same rank, for the loss drop, ΔL_PLoRA / ΔL_LoRA, and for
   a benchmark, (score − base) / (score_LoRA − base) (bits per byte: base − score), base = the untrained model.
@@ -27,8 +32,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments import grids
+from experiments.report.cli import add_provenance_args, command_of, refuse
+from experiments.report.provenance import MixedCommitsError, Provenance, collect
+from experiments.report.render import commit_text, csv_text, markdown_table
+from experiments.report.table import mean_std
+from experiments.report.vocabulary import BASE, display_method, display_task, has_rank, method_order
 from experiments.runs import collect_runs
-from experiments.tables import carve_out_sizes, describe_device, mean_std
 from spectune.io import write_json_atomic, write_text_atomic
 
 
@@ -58,21 +68,22 @@ def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def variant(config: dict[str, Any]) -> tuple[str, int | None, float | None]:
-    """(method, rank, momentum) of a run: the table's row key."""
+    """(method, rank, momentum) of a run: the table's row key (momentum: None for a method without one)."""
     m = config.get("method", {})
     name = m.get("name")
-    return name, m.get("r") if name != "full" else None, m.get("momentum") if name == "plora" else None
+    return name, m.get("r") if has_rank(name) else None, m.get("momentum")
 
 
 def row_label(key: tuple[str, int | None, float | None]) -> str:
+    """``FT``, ``LoRA r=8``, ``PeriodicLoRA r=8 (plain unload)``, ``PeriodicLoRA r=8 momentum 0.9`` (registry
+    labels), ``base model (untrained)``."""
     name, r, mom = key
-    if name == "base":
+    if name == BASE:
         return "base model (untrained)"
-    if name == "full":
-        return "Full FT"
-    if name == "lora":
-        return f"LoRA r={r}"
-    return f"PLoRA r={r}" + (f" momentum {mom:g}" if mom else " (plain unload)")
+    label = display_method(name) + ("" if r is None else f" r={r}")
+    if mom is None:
+        return label
+    return label + (f" momentum {mom:g}" if mom else " (plain unload)")
 
 
 def read_run(run: Any, stage: int) -> dict[str, Any]:
@@ -118,8 +129,8 @@ def aggregate(runs_root: Path, stage: int) -> tuple[dict[tuple, dict[str, Any]],
     for run in collect_runs(runs_root):
         if run.status != "finished":
             continue
-        if (run.summary or {}).get("method") == "base":
-            key = ("base", None, None)
+        if (run.summary or {}).get("method") == BASE:
+            key = (BASE, None, None)
             vals = {"mmlu_acc": _get(run.eval_results or {}, "mmlu", "accuracy", 100.0),
                     "mmlu_acc_norm": _get(run.eval_results or {}, "mmlu", "acc_norm", 100.0),
                     "gsm8k_bpb": _get(run.eval_results or {}, "gsm8k", "bits_per_byte", 1.0), "curves": None}
@@ -136,14 +147,23 @@ def aggregate(runs_root: Path, stage: int) -> tuple[dict[tuple, dict[str, Any]],
     return out, used
 
 
+def yardstick(key: tuple, rows: dict[tuple, Any]) -> tuple | None:
+    """The row a studied row (one with a momentum) is measured against: another method at the same rank without a
+    momentum (PeriodicLoRA r=8 → LoRA r=8); None for other rows or when there is none."""
+    name, r, mom = key
+    if mom is None or r is None:
+        return None
+    return next((k for k in rows if k[0] != name and k[1] == r and k[2] is None), None)
+
+
 def ability_ratios(rows: dict[tuple, dict[str, Any]]) -> dict[tuple, dict[str, float | None]]:
     """Learning-ability ratios of every PLoRA row against LoRA at the same rank (module docstring)."""
-    base = rows.get(("base", None, None), {})
+    base = rows.get((BASE, None, None), {})
     out = {}
     for key, vals in rows.items():
-        if key[0] != "plora" or ("lora", key[1], None) not in rows:
+        if (ref := yardstick(key, rows)) is None:
             continue
-        lora = rows[("lora", key[1], None)]
+        lora = rows[ref]
 
         def ratio(num: float | None, den: float | None) -> float | None:
             # Only a gain of LoRA's can be a yardstick: a ratio of two losses (or over ~0) would read as ability.
@@ -167,8 +187,11 @@ def _minus(a: float | None, b: float | None) -> float | None:
 
 
 def _order(key: tuple) -> tuple:
+    """Base model, the rank-less rows (FT), then by rank: each method in registry order, momentum ascending."""
     name, r, mom = key
-    return ({"base": 0, "full": 1}.get(name, 2), r or 0, {"lora": 0, "plora": 1}.get(name, 0), mom or 0.0)
+    order = method_order()
+    position = order.index(name) if name in order else len(order)
+    return (0 if name == BASE else 1 if r is None else 2, r or 0, position, mom or 0.0)
 
 
 def _fmt(cell: tuple | None, digits: int = 2) -> str:
@@ -181,34 +204,31 @@ def _fmt(cell: tuple | None, digits: int = 2) -> str:
     return text + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def render(rows: dict, ratios: dict, runs: list, command: str, stage: int,
-           assume_commit: str | None = None) -> tuple[str, str]:
-    """Markdown (caption, table, definitions) and CSV of the study."""
+def render(rows: dict, ratios: dict, runs: list, command: str, stage: int, prov: Provenance) -> tuple[str, str]:
+    """Markdown (caption, table, definitions) and CSV of the study; ``prov``: the runs' provenance (:func:`collect`)."""
     keys = sorted(rows, key=_order)
     digits = {"mmlu_acc": 1, "mmlu_acc_norm": 1, "gsm8k_bpb": 3, "loss_drop": 3, "numerical_rank": 1,
               "stable_rank": 2, "effective_rank": 1, "update_norm": 2, "stages": 0}
     header = ["method", *[c[1] for c in COLUMNS], "LA ratio (loss)", "LA ratio (MMLU)", "LA ratio (GSM8K)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    csv_lines = [",".join(["method", *[c[0] for c in COLUMNS], "la_loss", "la_mmlu", "la_gsm8k", "n_seeds"])]
+    md_rows, csv_rows = [], []
     for key in keys:
         vals = rows[key]
         ra = ratios.get(key, {})
         cells = [_fmt(vals.get(c), digits[c]) for c, _ in COLUMNS]
         rat = [f"{ra[k]:.2f}" if ra.get(k) is not None else "–" for k in ("loss", "mmlu", "gsm8k")]
-        lines.append("| " + " | ".join([row_label(key), *cells, *rat]) + " |")
+        md_rows.append([row_label(key), *cells, *rat])
         n = max((v[2] for k, v in vals.items() if k != "curves" and isinstance(v, tuple)), default=0)
-        csv_lines.append(",".join([row_label(key), *[_num(vals.get(c)) for c, _ in COLUMNS],
-                                   *[_num((ra.get(k), None, 1)) for k in ("loss", "mmlu", "gsm8k")], str(n)]))
-    trained = [r for r in runs if (r.summary or {}).get("method") != "base"]
-    commits = _commits(runs, assume_commit)
-    devices = sorted({describe_device(r.environment) or "?" for r in runs})
-    seeds = sorted({r.seed for r in trained if r.seed is not None})
-    sizes = carve_out_sizes(trained[0].data_indices, trained[0].task) if trained else {}
-    runtime = sum((r.summary or {}).get("runtime_s") or 0 for r in runs)
+        csv_rows.append([row_label(key), *[_num(vals.get(c)) for c, _ in COLUMNS],
+                         *[_num((ra.get(k), None, 1)) for k in ("loss", "mmlu", "gsm8k")], n])
+    trained = [r for r in runs if (r.summary or {}).get("method") != BASE]
+    sizes = "; ".join(f"{display_task(t)}: {' | '.join(v)}" for t, v in prov.carve_out.items()) or "not recorded"
+    runtime = prov.runtime_s_sum or 0.0
     cfg = (trained[0].config or {}) if trained else {}
     t = cfg.get("train", {})
     targets = next((r.config["method"]["target_modules"] for r in trained
                     if (r.config or {}).get("method", {}).get("target_modules")), None)
+    ranked = [n for n in method_order() if any(k[0] == n and k[1] is not None for k in rows)]
+    rankless = [n for n in method_order() if n != BASE and any(k[0] == n and k[1] is None for k in rows)]
     caption = [
         "# PeriodicLoRA study at smoke scale: FT vs LoRA vs PLoRA (plain, momentum) on SmolLM2-135M-Instruct",
         "",
@@ -222,11 +242,13 @@ def render(rows: dict, ratios: dict, runs: list, command: str, stage: int,
         "union, "
         "each test carve-out scored by gold-answer likelihood.",
         f"- Training: {t.get('epochs')} epochs, batch {t.get('batch_size')}, max_length {t.get('max_length')}, "
-        f"AdamW β2 {t.get('adam_beta2')}, {t.get('scheduler')} LR (LoRA/PLoRA {_lrs(trained, 'lora')}, "
-        f"FT {_lrs(trained, 'full')}), {t.get('precision')}; PLoRA unloads every {stage} optimizer steps and at each "
-        "epoch end (not after the final step); momentum rows merge m·sBA and keep √(1−m) on A and B.",
-        f"- Seeds: {seeds}; commits: {', '.join(commits)}; hardware: {'; '.join(devices)}; total runtime "
-        f"{runtime / 60:.1f} min (sum over runs, base evaluation included).",
+        f"AdamW β2 {t.get('adam_beta2')}, {t.get('scheduler')} LR ({'/'.join(map(display_method, ranked))} "
+        f"{_lrs(trained, ranked=True)}, {'/'.join(map(display_method, rankless))} {_lrs(trained, ranked=False)}), "
+        f"{t.get('precision')}; PLoRA unloads every {stage} optimizer steps and at each epoch end (not after the "
+        "final step); a momentum row keeps the share m of the adapter (A and B scaled by √m) and merges (1−m)·sBA.",
+        f"- Seeds: {', '.join(map(str, prov.seeds)) or 'none'}; commit: {commit_text(prov)}; hardware: "
+        f"{'; '.join(prov.devices) or 'not recorded'}; total runtime {runtime / 60:.1f} min (sum over runs, base "
+        "evaluation included).",
         f"- Command: `{command}`.",
         "",
     ]
@@ -240,22 +262,14 @@ def render(rows: dict, ratios: dict, runs: list, command: str, stage: int,
         "them. LA ratio: PLoRA's gain divided by LoRA's at the same rank (loss drop; MMLU and GSM8K gains over the "
         "untrained model) — our reading of the paper's \"learning ability\" (docs/plora.md).",
     ]
-    return "\n".join([*caption, *lines, *notes]) + "\n", "\n".join(csv_lines) + "\n"
+    csv = csv_text(["method", *[c[0] for c in COLUMNS], "la_loss", "la_mmlu", "la_gsm8k", "n_seeds"], csv_rows)
+    return "\n".join([*caption, *markdown_table(header, md_rows), *notes]) + "\n", csv
 
 
-def _commits(runs: list, assume_commit: str | None) -> list[str]:
-    """The runs' commits; runs that recorded none show ``assume_commit``, labelled as given on the command line."""
-    found = {(r.summary or {}).get("commit") for r in runs}
-    out = sorted(c for c in found if c)
-    if None in found or "" in found:
-        out.append(f"{assume_commit} (given with --assume-commit: these runs recorded none)" if assume_commit else "?")
-    return out
-
-
-def _lrs(runs: list, name: str) -> str:
+def _lrs(runs: list, ranked: bool) -> str:
+    """The learning rates of the runs of methods with (``ranked``) or without a rank."""
     vals = sorted({str((r.config or {}).get("train", {}).get("lr")) for r in runs
-                   if (r.config or {}).get("method", {}).get("name") in ((name, "plora") if name == "lora" else
-                                                                          (name,))})
+                   if has_rank((r.config or {}).get("method", {}).get("name")) == ranked})
     return "|".join(vals) or "?"
 
 
@@ -275,11 +289,12 @@ def plot(rows: dict, path: Path, caption: str) -> dict[str, Any]:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for key in sorted(rows, key=_order):
         curves = rows[key].get("curves") or []
-        if not curves or key[0] == "base":
+        if not curves or key[0] == BASE:
             continue
         c = curves[0]  # first seed
         data[row_label(key)] = c
-        style = {"full": "k-", "lora": "--", "plora": "-"}.get(key[0], "-")
+        # full fine-tuning black, the yardsticks (a rank, no momentum) dashed, the studied rows solid
+        style = "k-" if key[1] is None else "--" if key[2] is None else "-"
         if c["rank"]:
             steps = [x[0] for x in c["rank"]]
             axes[0].plot(steps, [x[2] for x in c["rank"]], style, marker="o", ms=3, label=row_label(key))
@@ -302,25 +317,38 @@ def plot(rows: dict, path: Path, caption: str) -> dict[str, Any]:
     return data
 
 
+def stage_of(experiment: str) -> int:
+    """The stage length (optimizer steps) the experiment's grids give PeriodicLoRA: their ``method.unload_every``."""
+    values = {v for grid in grids.load_grids(experiment) for v in grid.axis("method.unload_every")}
+    if len(values) != 1:
+        raise ValueError(f"conf/sweep/{experiment} sets method.unload_every to {sorted(values) or 'nothing'}; the "
+                         "study needs one stage length (pass --stage).")
+    return int(values.pop())
+
+
 def report(runs_root: Path, out: Path, command: str, stage: int, scale: str = "smoke",
-           assume_commit: str | None = None) -> dict[str, Path]:
-    """Write the table (md, csv) and the rank figure (png, json); returns their paths."""
+           assume_commit: str | None = None, allow_mixed_commits: bool = False) -> dict[str, Path]:
+    """Write the table (md, csv) and the rank figure (png, json); returns their paths. Raises
+    :class:`~experiments.report.provenance.MixedCommitsError` for runs of mixed commits unless allowed."""
     rows, runs = aggregate(runs_root, stage)
     if not runs:
         raise FileNotFoundError(f"No finished run under {runs_root}: run `make reproduce-plora` first.")
+    prov = collect(runs, runs_root=runs_root, command=command, what=f"the PeriodicLoRA study (plora_{scale})",
+                   row_of=lambda run: row_label((BASE, None, None)) if (run.summary or {}).get("method") == BASE
+                   else row_label(variant(run.config or {})),
+                   allow_mixed_commits=allow_mixed_commits, assume_commit=assume_commit)
     ratios = ability_ratios(rows)
-    md, csv = render(rows, ratios, runs, command, stage, assume_commit)
+    md, csv = render(rows, ratios, runs, command, stage, prov)
     paths = {"md": out / "tables" / f"plora_{scale}.md", "csv": out / "tables" / f"plora_{scale}.csv",
              "png": out / "figures" / f"plora_rank_{scale}.png", "json": out / "figures" / f"plora_rank_{scale}.json"}
     write_text_atomic(paths["md"], md)
     write_text_atomic(paths["csv"], csv)
-    commits = _commits(runs, assume_commit)
-    devices = sorted({describe_device(r.environment) or "?" for r in runs})
     caption = (f"PeriodicLoRA smoke study, SmolLM2-135M on MMLU+GSM8K carve-outs, first seed; commit "
-               f"{', '.join(c.split()[0][:10] for c in commits)}; {'; '.join(devices)}; `{command}`")
+               f"{commit_text(prov, short=True)}; {'; '.join(prov.devices) or 'hardware not recorded'}; `{command}`")
     data = plot(rows, paths["png"], caption)
-    write_json_atomic(paths["json"], {"caption": caption, "command": command, "commits": commits, "devices": devices,
-                                      "curves": data,
+    write_json_atomic(paths["json"], {"caption": caption, "command": command, "commits": prov.commit_texts,
+                                      "run_commits": {c.run: c.text() for c in prov.commits},
+                                      "devices": prov.devices, "curves": data,
                                       "ratios": {row_label(k): v for k, v in ratios.items()}})
     return paths
 
@@ -331,17 +359,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = sub.add_parser("report", help="table and rank figure from the run folders")
     r.add_argument("--runs", default="runs/plora")
     r.add_argument("--out", default="results")
-    r.add_argument("--command", default="make reproduce-plora")
-    r.add_argument("--stage", type=int, default=8, help="PLoRA stage length in steps (for the last-stage loss)")
+    r.add_argument("--stage", type=int, default=None,
+                   help="PLoRA stage length in steps (for the last-stage loss); default: the experiment's grids")
     r.add_argument("--scale", default="smoke")
+    r.add_argument("--experiment", default=None,
+                   help="the experiment whose grids give the stage length (default: plora_<scale>)")
     r.add_argument("--assume-commit", default=None,
                    help="commit to show for runs that recorded none (e.g. from a remote machine's log)")
+    add_provenance_args(r, started=False)
     args = p.parse_args(argv)
+    command = command_of(args, "experiments.plora_study", list(sys.argv[1:] if argv is None else argv))
     try:
-        paths = report(Path(args.runs), Path(args.out), args.command, args.stage, args.scale, args.assume_commit)
-    except FileNotFoundError as err:
+        stage = args.stage if args.stage is not None else stage_of(args.experiment or f"plora_{args.scale}")
+        paths = report(Path(args.runs), Path(args.out), command, stage, args.scale, args.assume_commit,
+                       args.allow_mixed_commits)
+    except (FileNotFoundError, ValueError) as err:
         print(err, file=sys.stderr)
         return 2
+    except MixedCommitsError as err:
+        return refuse(err)
     print(Path(paths["md"]).read_text())
     for k, v in paths.items():
         print(f"{k}: {v}")

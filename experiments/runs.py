@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from experiments.report.vocabulary import has_rank, method_aliases, squash
+
 FINISHED = "finished"
 FAILED = "failed"
 INCOMPLETE = "incomplete"
@@ -36,12 +38,6 @@ STATUSES = (FINISHED, FAILED, INCOMPLETE, MALFORMED)
 
 RUN_FILES = ("summary.json", "config.yaml", "environment.json", "data_indices.json", "metrics.jsonl",
              "eval_results.json")
-
-_METHOD_ALIASES = {
-    "full": "full", "fullft": "full", "fullyft": "full", "ft": "full", "fft": "full", "fullfinetune": "full",
-    "fullfinetuning": "full", "lora": "lora", "loradash": "lora_dash", "plora": "plora", "periodiclora": "plora",
-    "svf": "svf", "dora": "dora", "pissa": "pissa",
-}
 
 _TASK_ALIASES = {
     "sst2": "sst2", "rte": "rte", "mrpc": "mrpc", "cola": "cola", "qqp": "qqp", "qnli": "qnli", "mnli": "mnli",
@@ -55,14 +51,16 @@ _LABEL_RANK = re.compile(r"(.+?)[-_]r(\d+)")
 
 
 def canonical_method(name: Any) -> str | None:
-    """Canonical method name: ``full`` (any full fine-tuning spelling), ``lora``, ``lora_dash``, ``plora``, ``svf``…
+    """Canonical method name: a registered method's name (``full`` for any full fine-tuning spelling, ``lora_dash``
+    for ``LoRA-Dash`` …; :func:`experiments.report.vocabulary.method_aliases`).
 
-    Unknown names are returned lower-cased with ``-`` as ``_``; ``None``/empty gives ``None``.
+    Unknown names (``base``, a paper's other methods) are returned lower-cased with ``-`` as ``_``; ``None``/empty
+    gives ``None``.
     """
     if name is None or str(name).strip() == "":
         return None
     text = str(name).strip().lower().replace("-", "_")
-    return _METHOD_ALIASES.get(re.sub(r"[^a-z0-9]", "", text), text)
+    return method_aliases().get(squash(text), text)
 
 
 def canonical_task(name: Any) -> str | None:
@@ -278,7 +276,7 @@ def read_run(path: str | os.PathLike[str]) -> RunRecord:
     if used_path:
         problems.append(f"{', '.join(used_path)} taken from the folder path")
     method = canonical_method(ident["method"])
-    rank = None if method == "full" else ident["rank"]
+    rank = ident["rank"] if has_rank(method) else None
     commit = from_summary.get("commit") if isinstance(from_summary.get("commit"), str) else None
     error = from_summary.get("error")
     return RunRecord(

@@ -20,26 +20,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import shlex
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.runs import FINISHED, STATUSES, RunRecord, canonical_method, canonical_task, collect_runs
-from experiments.tables import (
-    Column,
-    PaperRow,
-    Table,
-    TableSpec,
-    build_table,
-    display_method,
-    display_model,
-    load_paper_rows,
-    publish,
-)
+from experiments import grids
+from experiments.report.cli import add_provenance_args, command_of, refuse, wall_s
+from experiments.report.provenance import MixedCommitsError
+from experiments.report.render import publish
+from experiments.report.table import Column, PaperRow, Table, TableSpec, build_table, load_paper_rows
+from experiments.report.vocabulary import BASE, display_method, display_model, has_rank
+from experiments.runs import FINISHED, RunRecord, canonical_method, canonical_task, collect_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = REPO_ROOT / "results" / "paper" / "lora_dash_table1_commonsense.csv"
@@ -48,7 +40,6 @@ COMPOSITE = "commonsense"
 TASKS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
 TASK_LABELS = {"boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA", "hellaswag": "HellaS.", "winogrande": "WinoG.",
                "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
-METHODS = ("base", "full", "lora", "lora_dash")
 PROTOCOL_METRIC = {"likelihood": "accuracy", "generation": "exact_match"}
 PROTOCOL_TEXT = {
     "likelihood": "log-likelihood multiple choice (lm-eval's `acc`: the choice with the highest summed "
@@ -58,23 +49,22 @@ PROTOCOL_TEXT = {
 }
 # Our config names → the paper's model names (results/paper CSV).
 PAPER_MODEL = {"llama_7b": "LLaMA-7B", "llama2_7b": "LLaMA2-7B", "llama3_8b": "LLaMA3-8B"}
-SMOKE_RANKS = (4, 8, 16)
-PAPER_RANKS = {"llama_7b": (4, 8, 16, 32, 64), "llama2_7b": (16, 32), "llama3_8b": (16, 32)}
 
 
 @dataclasses.dataclass(frozen=True)
 class ScaleSetup:
-    """What one scale's table shows: our model and rows, the paper's models beside them, the default metric."""
+    """What one scale's table shows: the experiment whose sweep grids give our rows, the paper's models beside them
+    (at smoke scale only at our ranks), the default metric."""
 
-    expected_model: str
-    ranks: tuple[int, ...]
+    experiment: str
     paper_models: tuple[str, ...]
     metric: str
+    paper_at_our_ranks: bool
 
 
 SCALES = {
-    "smoke": ScaleSetup("smollm2", SMOKE_RANKS, ("LLaMA-7B",), "accuracy"),
-    "paper": ScaleSetup("llama_7b", PAPER_RANKS["llama_7b"], ("LLaMA-7B", "LLaMA2-7B", "LLaMA3-8B"), "exact_match"),
+    "smoke": ScaleSetup("table1_commonsense_smoke", ("LLaMA-7B",), "accuracy", True),
+    "paper": ScaleSetup("table1_commonsense_paper", ("LLaMA-7B", "LLaMA2-7B", "LLaMA3-8B"), "exact_match", False),
 }
 
 COMMON_CAVEATS = (
@@ -109,21 +99,20 @@ def columns(metric: str) -> tuple[Column, ...]:
     return tuple(Column(task, task, metric, TASK_LABELS[task]) for task in TASKS)
 
 
-def expected_rows(ranks: Iterable[int]) -> tuple[tuple[str, int | None], ...]:
-    """The untuned base model, FT, then LoRA and LoRA-Dash at each rank."""
-    rows: list[tuple[str, int | None]] = [("base", None), ("full", None)]
-    for rank in ranks:
-        rows += [("lora", rank), ("lora_dash", rank)]
-    return tuple(rows)
+def expected_rows(experiment: str) -> tuple[tuple[str | None, str, int | None], ...]:
+    """The untuned base model (of the experiment's default model, the one ``spectune.training.base_model`` scores),
+    then every (model, method, rank) of the experiment's sweep grids."""
+    return ((grids.default_model(experiment), BASE, None), *grids.table_rows(experiment))
 
 
-def paper_rows(paper_csv: str | Path, models: Sequence[str], ranks: Sequence[int] | None = None) -> list[PaperRow]:
-    """The paper's FT, LoRA and LoRA-Dash rows of ``models`` (at ``ranks`` if given, else every published rank)."""
+def paper_rows(paper_csv: str | Path, models: Sequence[str], methods: Sequence[str],
+               ranks: Sequence[int] | None = None) -> list[PaperRow]:
+    """The paper's rows of ``models`` and ``methods`` (at ``ranks`` if given, else every published rank)."""
     rows: list[PaperRow] = []
     for model in models:
         found = load_paper_rows(paper_csv, model_column="model", model=model, label=f"paper ({model})",
                                 column_map={t: t for t in TASKS})
-        rows += [r for r in found if r.method in METHODS and (ranks is None or r.rank is None or r.rank in ranks)]
+        rows += [r for r in found if r.method in methods and (ranks is None or r.rank is None or r.rank in ranks)]
     return rows
 
 
@@ -164,7 +153,7 @@ def _task_view(run: RunRecord, task: str) -> RunRecord:
     if isinstance(summary, Mapping):
         summary = {**summary, "metrics": _only(summary.get("metrics"), task) or {}}
     return dataclasses.replace(run, task=task, eval_results=_only(run.eval_results, task), summary=summary,
-                               problems=list(run.problems), rank=None if run.method in ("base", "full") else run.rank)
+                               problems=list(run.problems), rank=run.rank if has_rank(run.method) else None)
 
 
 def _protocols(run: RunRecord) -> tuple[str, ...]:
@@ -185,12 +174,9 @@ def detect_metric(runs: Sequence[RunRecord], default: str) -> str:
     return default
 
 
-def _fmt_minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
-
-
-def run_facts(runs: Sequence[RunRecord], metric: str, wall_s: float | None = None) -> list[str]:
-    """Caption bullets from the run folders: evaluation protocol, model depth and precision, runtime."""
+def run_facts(runs: Sequence[RunRecord], metric: str) -> list[str]:
+    """Caption bullets from the run folders: evaluation protocol, model depth and precision (the runtime and the
+    rest of the provenance come from :mod:`experiments.report.provenance`)."""
     protocols = sorted({", ".join(p) for p in map(_protocols, runs) if p})
     used = next((k for k, v in PROTOCOL_METRIC.items() if v == metric), None)
     lines = []
@@ -215,24 +201,18 @@ def run_facts(runs: Sequence[RunRecord], metric: str, wall_s: float | None = Non
             text += (f"; trained on LLM-Adapters' prompt + answer format, loss on the prompt tokens too "
                      f"(`train.train_on_inputs` = {' | '.join(sorted(on_inputs))})")
         lines.append(text + ".")
-    durations = [r.runtime_s for r in runs if r.runtime_s is not None]
-    if durations or wall_s is not None:
-        parts = []
-        if durations:
-            parts.append(f"sum of the runs' `runtime_s` {_fmt_minutes(math.fsum(durations))} over {len(durations)} "
-                         f"run folder(s) (each {min(durations):.0f}–{max(durations):.0f} s)")
-        if wall_s is not None:
-            parts.append(f"wall time of the command up to this table {_fmt_minutes(wall_s)} (model loading, "
-                         "evaluation and runs skipped as already finished included)")
-        lines.append("**Runtime**: " + "; ".join(parts) + ".")
     return lines
 
 
 def build_spec(runs_root: str, command: str, scale: str = "smoke", metric: str | None = None,
-               paper_csv: str | Path = PAPER_CSV, extra_caption: Sequence[str] = ()) -> TableSpec:
-    """Columns (8 tasks), expected rows (FT, LoRA and LoRA-Dash at the scale's ranks) and the paper's rows."""
+               paper_csv: str | Path = PAPER_CSV, extra_caption: Sequence[str] = (), experiment: str | None = None,
+               wall_s: float | None = None, allow_mixed_commits: bool = False) -> TableSpec:
+    """Columns (8 tasks), expected rows (the base model and the cells of the experiment's sweep grids: FT, LoRA and
+    LoRA-Dash at the scale's ranks) and the paper's rows of the same methods."""
     setup = SCALES[scale]
-    ranks = setup.ranks if scale == "smoke" else None
+    rows = expected_rows(experiment or setup.experiment)
+    methods = list(dict.fromkeys(method for _, method, _ in rows))
+    ranks = sorted({r for _, _, r in rows if r is not None}) if setup.paper_at_our_ranks else None
     smoke = scale == "smoke"
     title = ("Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (smoke, SmolLM2-135M) beside the paper (LLaMA-7B)"
              if smoke else "Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (paper scale) beside the paper")
@@ -242,68 +222,73 @@ def build_spec(runs_root: str, command: str, scale: str = "smoke", metric: str |
         columns=columns(metric or setup.metric),
         command=command,
         runs_root=runs_root,
-        methods=METHODS,
-        expected_rows=expected_rows(setup.ranks),
-        expected_model=setup.expected_model,
+        methods=methods,
+        expected_rows=rows,
         expected_scale=scale,
-        paper_rows=paper_rows(paper_csv, setup.paper_models, ranks),
+        paper_rows=paper_rows(paper_csv, setup.paper_models, [m for m in methods if m != BASE], ranks),
         paper_source="LoRA-Dash (Si et al., ICLR 2025, arXiv 2409.01035), Table 1 (commonsense reasoning), authors' "
                      "project page and poster; `results/paper/lora_dash_table1_commonsense.csv`.",
         caveats=SMOKE_CAVEATS if smoke else PAPER_CAVEATS,
         ours_label=ours_label,
         avg_label="Avg (8 tasks)",
         extra_caption=tuple(extra_caption),
+        wall_s=wall_s,
+        allow_mixed_commits=allow_mixed_commits,
     )
 
 
-def _selected(runs: Sequence[RunRecord]) -> list[RunRecord]:
-    """The run folders the table is about: composite (or per-task) commonsense runs of FT, LoRA and LoRA-Dash."""
-    return [r for r in runs if (is_composite(r) or r.task in TASKS) and canonical_method(r.method) in METHODS]
+def _selected(runs: Sequence[RunRecord], methods: Sequence[str]) -> list[RunRecord]:
+    """The run folders the table is about: composite (or per-task) commonsense runs of the table's methods."""
+    return [r for r in runs if (is_composite(r) or r.task in TASKS) and canonical_method(r.method) in methods]
 
 
 def make_table(runs: Sequence[RunRecord], runs_root: str, command: str, scale: str = "smoke",
-               metric: str | None = None, paper_csv: str | Path = PAPER_CSV, wall_s: float | None = None) -> Table:
+               metric: str | None = None, paper_csv: str | Path = PAPER_CSV, wall_s: float | None = None,
+               experiment: str | None = None, allow_mixed_commits: bool = False) -> Table:
     """Build the table from already collected ``runs`` (nothing written).
 
     ``metric`` None: from the runs' evaluation protocol (else the scale's default). The caption's run counts and
-    notes are those of the run folders (each composite run counted once, not once per task).
+    notes are those of the run folders (each composite run counted once, not once per task). Raises
+    :class:`~experiments.report.provenance.MixedCommitsError` for runs of mixed commits unless allowed.
     """
-    selected = _selected(runs)
+    spec = build_spec(runs_root, command, scale, None, paper_csv, experiment=experiment, wall_s=wall_s,
+                      allow_mixed_commits=allow_mixed_commits)
+    selected = _selected(runs, spec.methods or ())
     unplaceable = [r for r in runs if not r.placeable]
     metric = metric or detect_metric([r for r in selected if r.status == FINISHED], SCALES[scale].metric)
-    spec = build_spec(runs_root, command, scale, metric, paper_csv,
-                      extra_caption=run_facts([r for r in selected if r.status == FINISHED], metric, wall_s))
+    spec.columns = columns(metric)
+    spec.extra_caption = tuple(run_facts([r for r in selected if r.status == FINISHED], metric))
     table = build_table(expand_composite(selected) + unplaceable, spec)
-    table.provenance.counts = {status: sum(1 for r in selected if r.status == status) for status in STATUSES}
-    table.provenance.notes = list(dict.fromkeys(table.provenance.notes))
     # The base model is scored, not trained: the method/train keys of the config it was composed with do not apply.
-    table.provenance.training_by_row.pop(display_method("base"), None)
+    table.provenance.drop_row(display_method(BASE))
     return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 when the runs folder does not exist)."""
+    """CLI entry point; returns the exit status (2 when the runs folder does not exist, 3 on mixed commits)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=f"python -m experiments.{NAME}", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--runs", default=f"runs/{NAME}", help="root of the run folders")
     parser.add_argument("--out", default="results/tables", help="folder for <name>.md and <name>.csv")
     parser.add_argument("--scale", choices=sorted(SCALES), default="smoke", help="which rows and paper rows to show")
+    parser.add_argument("--experiment", default=None,
+                        help="the experiment whose sweep grids give our expected rows (default: "
+                             "table1_commonsense_<scale>)")
     parser.add_argument("--metric", default=None,
                         help="metric per task (default: from the runs' eval.protocols: likelihood → accuracy, "
                              "generation → exact_match)")
-    parser.add_argument("--command", default=None,
-                        help="the exact command that produced the table, for the caption (default: this command line)")
-    parser.add_argument("--started", type=float, default=None,
-                        help="Unix time at which the command started (make passes it): the caption states the wall "
-                             "time up to the table")
     parser.add_argument("--paper", default=str(PAPER_CSV), help="the paper's Table 1 CSV")
+    add_provenance_args(parser)
     args = parser.parse_args(args_list)
-    command = args.command or shlex.join(["python", "-m", f"experiments.{NAME}", *args_list])
+    command = command_of(args, f"experiments.{NAME}", args_list)
     if not Path(args.runs).is_dir():
         print(f"error: no run folders at {args.runs} (run the sweep first)", file=sys.stderr)
         return 2
-    wall_s = None if args.started is None else max(0.0, time.time() - args.started)
-    table = make_table(collect_runs(args.runs), str(args.runs), command, args.scale, args.metric, args.paper, wall_s)
+    try:
+        table = make_table(collect_runs(args.runs), str(args.runs), command, args.scale, args.metric, args.paper,
+                           wall_s(args), args.experiment, args.allow_mixed_commits)
+    except MixedCommitsError as err:
+        return refuse(err)
     return publish(table, args.out)
 
 

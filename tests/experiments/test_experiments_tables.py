@@ -1,4 +1,4 @@
-"""experiments.tables and the glue_ft_vs_lora driver on fake run folders."""
+"""experiments.report (table, render, provenance) and the glue_ft_vs_lora driver on fake run folders."""
 
 from __future__ import annotations
 
@@ -14,22 +14,12 @@ from pathlib import Path
 import pytest
 
 from experiments import glue_ft_vs_lora
+from experiments.report.provenance import carve_out_sizes, describe_device
+from experiments.report.render import atomic_write_text, format_cell, write_table
+from experiments.report.table import Cell, Column, TableSpec, build_table, mean_std, to_percent
 from experiments.runs import collect_runs
-from experiments.tables import (
-    Cell,
-    Column,
-    TableSpec,
-    atomic_write_text,
-    build_table,
-    carve_out_sizes,
-    describe_device,
-    format_cell,
-    mean_std,
-    to_percent,
-    write_table,
-)
 
-COMMAND = "make reproduce-glue-ft-vs-lora SEEDS=3"
+COMMAND = "make table-glue-smoke SEEDS=3"
 TASKS = ("sst2", "rte", "mrpc")
 
 

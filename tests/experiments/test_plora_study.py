@@ -12,6 +12,7 @@ import yaml
 from experiments.plora_study import main
 
 TARGETS = ["q_proj", "v_proj"]
+ENV = {"git": {"commit": "abc", "dirty": False}, "device": {"type": "cuda", "name": "NVIDIA H200", "count": 1}}
 
 
 def _run(root: Path, method: str, r: int | None, momentum: float | None, mmlu: float, bpb: float,
@@ -33,6 +34,7 @@ def _run(root: Path, method: str, r: int | None, momentum: float | None, mmlu: f
     (d / "summary.json").write_text(json.dumps({"status": "finished", "model": "smollm2", "method": method,
                                                 "task": "mmlu_gsm8k", "seed": 0, "rank": r, "scale": "smoke",
                                                 "commit": "abc", "runtime_s": 60.0, "metrics": results}))
+    (d / "environment.json").write_text(json.dumps(ENV))
     events = [{"event": "train", "step": 2 * (i + 1), "loss": v} for i, v in enumerate(losses)]
     events += [{"event": "update_rank", "step": 8, "mean_numerical_rank": rank, "mean_effective_rank": rank / 2,
                 "mean_stable_rank": 1.5, "total_frobenius_norm": 0.5}]
@@ -47,6 +49,7 @@ def _base(root: Path, mmlu: float, bpb: float) -> None:
     (d / "eval_results.json").write_text(json.dumps(res))
     (d / "summary.json").write_text(json.dumps({"status": "finished", "model": "smollm2", "method": "base",
                                                 "task": "mmlu_gsm8k", "seed": 0, "commit": "abc", "metrics": res}))
+    (d / "environment.json").write_text(json.dumps(ENV))
 
 
 def test_study_rows_and_learning_ability_ratios(tmp_path):
@@ -59,8 +62,8 @@ def test_study_rows_and_learning_ability_ratios(tmp_path):
     assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "out"), "--stage", "4",
                  "--command", "test"]) == 0
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "out/tables/plora_smoke.csv").open())}
-    assert set(rows) == {"base model (untrained)", "Full FT", "LoRA r=8", "PLoRA r=8 (plain unload)"}
-    plora = rows["PLoRA r=8 (plain unload)"]
+    assert set(rows) == {"base model (untrained)", "FT", "LoRA r=8", "PeriodicLoRA r=8 (plain unload)"}
+    plora = rows["PeriodicLoRA r=8 (plain unload)"]
     # Loss drop: first logged loss minus the mean over the last stage (steps > 12 - 4: the last two logs).
     drop_lora, drop_plora = 2.0 - (1.6 + 1.6) / 2, 2.0 - (1.2 + 1.0) / 2
     assert float(plora["loss_drop"]) == pytest.approx(drop_plora)
@@ -72,7 +75,9 @@ def test_study_rows_and_learning_ability_ratios(tmp_path):
     md = (tmp_path / "out/tables/plora_smoke.md").read_text()
     assert "not a reproduction" in md and "Command: `test`" in md
     fig = json.loads((tmp_path / "out/figures/plora_rank_smoke.json").read_text())
-    assert set(fig["curves"]) == {"Full FT", "LoRA r=8", "PLoRA r=8 (plain unload)"}
+    assert set(fig["curves"]) == {"FT", "LoRA r=8", "PeriodicLoRA r=8 (plain unload)"}
+    assert fig["commits"] == ["abc"] and fig["devices"] == ["1 × NVIDIA H200 (cuda)"]
+    assert "abc (all 4 run folders, clean work tree)" in md and "LoRA/PeriodicLoRA 0.0005, FT 0.0005" in md
     assert (tmp_path / "out/figures/plora_rank_smoke.png").stat().st_size > 10_000
 
 
@@ -90,7 +95,7 @@ def test_no_ability_ratio_when_loras_own_gain_is_not_positive(tmp_path):
     assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "out"), "--stage", "2",
                  "--assume-commit", "feedbeef"]) == 0
     plora = {r["method"]: r for r in csv.DictReader((tmp_path / "out/tables/plora_smoke.csv").open())}[
-        "PLoRA r=1 (plain unload)"]
+        "PeriodicLoRA r=1 (plain unload)"]
     assert plora["la_mmlu"] == "" and plora["la_gsm8k"] == ""  # a ratio of two losses is no "learning ability"
     assert float(plora["la_loss"]) == pytest.approx(0.4 / 0.5)
     assert "abc" in (tmp_path / "out/tables/plora_smoke.md").read_text()

@@ -276,7 +276,11 @@ def test_paper_scale_rows(tmp_path: Path) -> None:
     paper = {(r.model, r.method, r.rank) for r in table.rows if r.source == "paper"}
     assert ("LLaMA3-8B", "lora_dash", 32) in paper and ("LLaMA-7B", "lora", 64) in paper
     assert not any(m == "-" for _, m, _ in paper)  # ChatGPT is not a fine-tuning row
-    (dash,) = [r for r in table.rows if r.source == "ours" and r.model == "llama2_7b"]
+    # every cell of the paper grids is an expected row: LLaMA2-7B and LLaMA3-8B at r in {16, 32} too
+    assert {(m, r) for mod, m, r in ours if mod == "llama3_8b"} == {("full", None)} | {
+        (m, r) for m in ("lora", "lora_dash") for r in (16, 32)}
+    (dash,) = [r for r in table.rows if r.source == "ours" and r.model == "llama2_7b" and r.rank == 32
+               and r.method == "lora_dash"]
     assert dash.label == "ours (paper, LLaMA2-7B)"
     assert dash.cells["obqa"].values == [100 * _accuracy("lora_dash", 32, "obqa", 0)]
 
