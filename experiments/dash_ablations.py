@@ -33,7 +33,7 @@ from experiments.report.cli import add_provenance_args, command_of, refuse, wall
 from experiments.report.provenance import MixedCommitsError, Provenance, collect, relative
 from experiments.report.render import commit_text
 from experiments.report.table import mean_std
-from experiments.report.vocabulary import display_model
+from experiments.report.vocabulary import display_method, display_model
 from experiments.runs import FINISHED, RunRecord, collect_runs
 from spectune.io import write_json_atomic
 
@@ -180,7 +180,7 @@ def ablation_points(runs: Sequence[RunRecord], root: str | Path, centre: Mapping
     for factor in FACTORS:
         values = sorted({v for f, v in dash if f == factor}, key=lambda v: _sort_key(factor, v))
         factors[factor] = [_point(v, list(dash[(factor, v)].values()), metric, root) for v in values]
-    baseline = _point("lora", list(lora.values()), metric, root) if lora else None
+    baseline = _point(design.reference, list(lora.values()), metric, root) if lora else None
     if len(ranks) > 1:
         problems.append(f"runs of several ranks mixed: r = {sorted(ranks)}")
     return {"factors": factors, "baseline": baseline, "problems": problems, "ranks": sorted(ranks)}
@@ -233,8 +233,11 @@ def caption(prov: Mapping[str, Any], ranks: Sequence[int], collected: Provenance
 
 
 def plot_factor(factor: str, points: Sequence[Mapping[str, Any]], baseline: Mapping[str, Any] | None,
-                centre: Mapping[str, Any], path: Path, title: str, text: str) -> None:
-    """One figure: accuracy (mean ± std) against the factor's values; LoRA's mean (± std band) as a dashed line."""
+                centre: Mapping[str, Any], path: Path, title: str, text: str, design: Design | None = None) -> None:
+    """One figure: accuracy (mean ± std) against the factor's values; the reference's mean (± std band) as a dashed
+    line. Legend labels: the registry's names of ``design``'s methods."""
+    design = design or design_of()
+    method, reference = display_method(design.method), display_method(design.reference)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,12 +253,12 @@ def plot_factor(factor: str, points: Sequence[Mapping[str, Any]], baseline: Mapp
             centre_point = value == centre["select"]
             ax.errorbar([x], [mean], yerr=[err] if err else None, marker="o", ms=7 if centre_point else 5,
                         capsize=4, color="tab:blue" if centre_point else "tab:gray", ls="none",
-                        label="LoRA-Dash (centre: the method)" if centre_point else None)
+                        label=f"{method} (centre: the method)" if centre_point else None)
         ax.set_xticks(xs, [str(v) for v in values])
         ax.set_xlim(-0.6, len(xs) - 0.4)
     else:
         ax.errorbar(xs, means, yerr=errs if any(errs) else None, marker="o", capsize=4, color="tab:blue",
-                    label="LoRA-Dash")
+                    label=method)
         ax.set_xscale("log", base=2)
         ax.set_xticks(values, [str(v) for v in values])
         ax.axvline(centre[factor], color="tab:blue", alpha=0.2, lw=6, label=f"centre {factor}={centre[factor]}")
@@ -264,7 +267,7 @@ def plot_factor(factor: str, points: Sequence[Mapping[str, Any]], baseline: Mapp
                     (x, p["mean"]), textcoords="offset points", xytext=(6, 4), ha="left", fontsize=7)
     if baseline is not None and baseline["mean"] is not None:
         ax.axhline(baseline["mean"], color="tab:red", ls="--", lw=1,
-                   label=f"LoRA (same r, settings): {baseline['mean']:.1f} (n={baseline['n']})")
+                   label=f"{reference} (same r, settings): {baseline['mean']:.1f} (n={baseline['n']})")
         if baseline["std"]:
             ax.axhspan(baseline["mean"] - baseline["std"], baseline["mean"] + baseline["std"], color="tab:red",
                        alpha=0.08)
@@ -334,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         path = out / f"{args.name}_{factor}.png"
         plot_factor(factor, data["factors"][factor], data["baseline"], centre, path,
-                    f"LoRA-Dash ablation over {factor} (others at the centre), smoke scale", text)
+                    f"{display_method(design.method)} ablation over {factor} (others at the centre), smoke scale",
+                    text, design)
         files.append(path.name)
     write_json_atomic(out / f"{args.name}.json", {"caption": text, "provenance": prov, "figures": files, **data})
     for problem in data["problems"]:
