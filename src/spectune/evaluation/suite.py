@@ -8,6 +8,11 @@ texts (lm-eval's ``mmlu_continuation``) and ``accuracy_letter`` over " A".." D" 
 solution's ``nll_per_token`` (nats) and ``bits_per_byte`` given the zero-shot question (lower is better; not exact
 match).
 
+Transformer²'s tasks (family ``t2``, :mod:`.t2_scoring`): gold bits per byte always; with ``generation`` also greedy
+completions (``max_new_tokens``; the official budget is 512, MATH 1024) checked by the official rule: ``exact_match``
+(accuracy, pass@1 for MBPP/HumanEval, code run only in the sandbox of :mod:`.execution`). Primary: ``exact_match``
+with generation, else ``bits_per_byte``.
+
 ``primary`` is the spec's metric averaged over the tasks that report it (``mmlu_gsm8k``: MMLU accuracy alone).
 """
 
@@ -85,6 +90,13 @@ def evaluate_splits(model: Any, tokenizer: Any, splits: TaskSplits, protocols: S
             out[task] = {**evaluate_glue(model, tokenizer, task, records, batch_size=batch_size,
                                          max_length=max_length, progress=True), "n": len(records)}
         metric = splits.spec.metric
+    elif splits.spec.family == "t2":
+        from spectune.evaluation.t2_scoring import evaluate_t2, primary_metric
+
+        for task, records in splits.tests().items():
+            out[task] = evaluate_t2(model, tokenizer, task, records, protocols, batch_size=batch_size,
+                                    max_new_tokens=max_new_tokens, progress=True)
+        metric = primary_metric(protocols)
     elif splits.spec.family == "instruct":  # likelihood only (config.validate refuses generation for this family)
         for task, records in splits.tests().items():
             out[task] = evaluate_plora(model, tokenizer, task, records, batch_size)
