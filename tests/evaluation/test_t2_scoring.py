@@ -207,6 +207,7 @@ def test_prompts_render_as_the_official_code(mbpp0: Record, humaneval0: Record) 
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + T.SYSTEM_ARC + "<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nWhich is hot?\nOptions:\nA. ice\nB. fire\nC. snow<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\nLet's think step by step")
+    assert T.sft_pair(arc, tok) == (T.build_prompt(arc, tok), ". The answer is (B).")
     gsm = T.gsm8k_record(0, "How many?", "#### 3")
     assert T.build_prompt(gsm, tok).endswith(
         "Write a response that appropriately completes the request.<|eot_id|><|start_header_id|>user<|end_header_id|>"

@@ -248,6 +248,12 @@ def build_prompt(record: Record, tokenizer: Any, chat_template: str | None = Non
     return text + prefill
 
 
+def sft_pair(record: Record, tokenizer: Any, chat_template: str | None = None) -> tuple[str, str]:
+    """``(prompt, target)`` for next-token training on the gold answer (the paper's SFT ablation): the prompt that
+    is scored (:func:`build_prompt`) and the gold continuation after it; the caller appends EOS and masks the prompt."""
+    return build_prompt(record, tokenizer, chat_template), gold_continuation(record)
+
+
 # --- Splits ----------------------------------------------------------------------------------------------------
 
 
