@@ -73,8 +73,13 @@ def lora_factors(adapter_dir: Path) -> tuple[dict[str, tuple[torch.Tensor, torch
     """Per adapted module name (as in the base model): (B, A), and the scale s = α/r (α/√r with rsLoRA)."""
     from safetensors.torch import load_file
 
-    acfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    state = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    try:
+        acfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+        state = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    except Exception as err:  # missing, truncated or hand-edited files (SafetensorError is no OSError)
+        raise SystemExit(f"spectune.analyze: error: {adapter_dir} is not a readable PEFT adapter "
+                         f"({type(err).__name__}: {err}). Is the run finished? Re-run or resume it to rewrite "
+                         "adapter/.") from None
     factors: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():
         for part in ("lora_A", "lora_B"):
@@ -97,12 +102,24 @@ def lora_factors(adapter_dir: Path) -> tuple[dict[str, tuple[torch.Tensor, torch
 
 def reference_weights(reference: Path) -> dict[str, torch.Tensor]:
     """Weights W* of a full fine-tuning run (its ``merged/``) or of a model folder, by module name."""
+    from spectune.errors import UserError
     from spectune.training.tsd_tracking import reference_state
 
     try:
         return reference_state(reference)
-    except FileNotFoundError as err:
-        raise SystemExit(str(err)) from err
+    except (FileNotFoundError, UserError) as err:
+        raise SystemExit(f"spectune.analyze: error: {err}") from None
+
+
+def reference_weights_check(reference: Path) -> None:
+    """Refuse, before any model loads, a reference run that is not full fine-tuning."""
+    from spectune.errors import UserError
+    from spectune.training.tsd_tracking import check_reference_method
+
+    try:
+        check_reference_method(reference)
+    except UserError as err:
+        raise SystemExit(f"spectune.analyze: error: {err}") from None
 
 
 def analyze(src: AdapterSource, reference: Path | None = None, top: int = 8, dtype: torch.dtype = torch.float64,
@@ -207,6 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="output folder (default: <run>/analysis or ./analysis)")
     args = p.parse_args(argv)
 
+    if not args.adapter.exists():
+        raise SystemExit(f"spectune.analyze: error: {args.adapter} does not exist; pass a run folder or a PEFT LoRA "
+                         "adapter folder.")
+    if args.reference is not None:
+        if not args.reference.exists():
+            raise SystemExit(f"spectune.analyze: error: --reference {args.reference} does not exist; pass a finished "
+                             "full fine-tuning run folder of the same model and task.")
+        reference_weights_check(args.reference)
     src = resolve_source(args.adapter, args.base, args.kind, args.num_labels)
     out_dir = args.out or ((src.run_dir / "analysis") if src.run_dir else Path("analysis"))
     target = out_dir / "tsd_analysis.json"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from spectune.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -23,10 +26,6 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-class ConfigError(ValueError):
-    """A composed config that cannot run; the message names the fix."""
-
-
 def scrub_secrets(obj: Any) -> Any:
     """Return a copy of a plain container with secret-looking keys replaced by ``"***"``."""
     if isinstance(obj, dict):
@@ -35,6 +34,34 @@ def scrub_secrets(obj: Any) -> Any:
     if isinstance(obj, list):
         return [scrub_secrets(v) for v in obj]
     return obj
+
+
+def secret_values(obj: Any) -> set[str]:
+    """The values of secret-looking keys in a config (DictConfig or plain container), as strings."""
+    if isinstance(obj, DictConfig):
+        try:
+            obj = OmegaConf.to_container(obj, resolve=True)
+        except Exception:
+            obj = OmegaConf.to_container(obj, resolve=False)
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if SECRET_KEY.search(str(k)) and v not in (None, "") and not isinstance(v, (dict, list)):
+                out.add(str(v))
+            else:
+                out |= secret_values(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= secret_values(v)
+    return out
+
+
+def scrub_text(text: str, cfg: Any) -> str:
+    """``text`` with every secret value of ``cfg`` replaced by ``***`` (error messages written to run folders)."""
+    for value in sorted(secret_values(cfg), key=len, reverse=True):
+        if len(value) >= 3:
+            text = text.replace(value, "***")
+    return text
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
@@ -62,7 +89,14 @@ def validate(cfg: DictConfig) -> None:
     """
     from spectune.data.tasks import TASKS
     from spectune.methods import REGISTRY, entry
+    from spectune.schema import check
 
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # an interpolation that cannot resolve (e.g. a model without that target set)
+        raise ConfigError(f"The config does not resolve: {err}") from None
+    container.pop("hydra", None)
+    check(container)  # types and ranges of every option
     try:
         method = entry(cfg.method.name)
         method.make_spec(**method_kwargs(cfg))  # the spec's own range checks, before any model is loaded
@@ -84,25 +118,6 @@ def validate(cfg: DictConfig) -> None:
     if family == "instruct":
         _validate_instruct(cfg)
     t = cfg.train
-    if t.precision not in {"fp32", "bf16", "fp16"}:
-        raise ConfigError(f"train.precision={t.precision} must be fp32, bf16 or fp16.")
-    if t.deepspeed not in (None, "zero2", "zero3"):
-        raise ConfigError(f"train.deepspeed={t.deepspeed} must be null, zero2 or zero3.")
-    if t.max_steps is not None and t.max_steps <= 0 and (t.epochs is None or t.epochs <= 0):
-        raise ConfigError("Set train.epochs > 0 or train.max_steps > 0; both are off, so nothing would train.")
-    if t.batch_size < 1 or t.grad_accum < 1:
-        raise ConfigError("train.batch_size and train.grad_accum must be >= 1.")
-    if t.warmup_steps and t.warmup_ratio:
-        raise ConfigError("Set either train.warmup_steps or train.warmup_ratio, not both.")
-    if t.lr is None or t.lr <= 0:
-        raise ConfigError(f"train.lr={t.lr} must be a positive number.")
-    if cfg.logger.mode not in {"online", "offline", "disabled"}:
-        raise ConfigError(f"logger.mode={cfg.logger.mode} must be online, offline or disabled.")
-    rank_every = cfg.analysis.get("rank_every")
-    if rank_every is not None:
-        if isinstance(rank_every, bool) or not isinstance(rank_every, int) or rank_every < 1:
-            raise ConfigError(f"analysis.rank_every={rank_every!r} must be a positive number of optimizer steps, "
-                              "or null.")
     if cfg.analysis.tsd_reference is not None:
         if method.cls.update_form != "lowrank":
             lowrank = [n for n, e in REGISTRY.items() if e.cls.update_form == "lowrank"]
@@ -112,13 +127,12 @@ def validate(cfg: DictConfig) -> None:
         if t.deepspeed == "zero3":
             raise ConfigError("analysis.tsd_reference reads whole LoRA factors every few steps; under ZeRO-3 they are "
                               "partitioned. Use train.deepspeed=zero2 (or none) for TSD tracking runs.")
-    protocols = set(cfg.eval.protocols)
-    unknown = protocols - {"likelihood", "generation"}
-    if unknown:
-        raise ConfigError(f"eval.protocols has unknown entries {sorted(unknown)}; use likelihood and/or generation.")
     if t.precision == "fp16" and cfg.model.dtype == "bfloat16":
         raise ConfigError(
             "train.precision=fp16 with model.dtype=bfloat16 mixes half formats; use train.precision=bf16.")
+    if t.deepspeed == "zero3" and "WORLD_SIZE" not in os.environ:
+        raise ConfigError("train.deepspeed=zero3 needs the distributed launcher: run `torchrun --nproc_per_node N -m "
+                          "spectune.train ... train.deepspeed=zero3` (N = 1 for one GPU), or drop train.deepspeed.")
 
 
 def _validate_instruct(cfg: DictConfig) -> None:

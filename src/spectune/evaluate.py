@@ -86,7 +86,18 @@ def _limit(limit: float | None) -> int | float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spectune.evaluation.lm_eval_bridge import local_task_names
+    """The CLI; bad input exits with status 2 and one message (no traceback)."""
+    from spectune.errors import UserError
+
+    try:
+        return _main(argv)
+    except UserError as err:
+        print(f"spectune.evaluate: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from spectune.evaluation.lm_eval_bridge import check_tasks, local_task_names
 
     p = argparse.ArgumentParser(prog="python -m spectune.evaluate", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -107,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--adapter goes with --model; a run folder's saved state is loaded by its method (--run).")
     if args.run is not None and not (args.run / "summary.json").exists():
         raise SystemExit(f"{args.run} holds no finished run (no summary.json). Pass a finished run folder.")
+    if args.tasks:
+        check_tasks(args.tasks)  # before any model loads
 
     if args.run is not None and args.tasks is None:
         out = rescore_run(args.run)

@@ -3,6 +3,11 @@
 Distributed: ``torchrun --nproc_per_node N -m spectune.train … train.deepspeed=zero2`` (ranks come from the
 environment; Hydra rejects DeepSpeed's ``--local_rank`` argument, so do not use the ``deepspeed`` launcher
 without ``--no_local_rank``). Sweeps: ``python -m spectune.train -m experiment=<table>``.
+
+Bad input is refused with one message on stderr and exit status 2 (no traceback); a sweep trains every cell it
+can, then lists the failed ones and exits 1. Overrides whose key looks secret (``SECRET_KEY``: tokens, API keys,
+passwords) are taken off the command line before Hydra sees it and put back into the composed config, so Hydra
+never writes or echoes them (multirun.yaml, error reports); spectune's own files scrub them.
 """
 
 from __future__ import annotations
@@ -10,32 +15,89 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from spectune.config import register_resolvers
+from spectune.config import SECRET_KEY, register_resolvers, scrub_text
 
 register_resolvers()
 log = logging.getLogger("spectune")
 
+# Filled while the process runs: the secret overrides held back from Hydra, and the failed cells of a sweep.
+SECRETS: dict[str, str] = {}
+FAILED: list[tuple[str, str]] = []
+
+
+def split_secret_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(argv without secret-looking ``key=value`` overrides, {key: value} of those taken out)."""
+    kept, secrets = [], {}
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and not arg.startswith("-") and SECRET_KEY.search(key.lstrip("+~")):
+            secrets[key.lstrip("+~")] = value
+        else:
+            kept.append(arg)
+    return kept, secrets
+
+
+def _inject(cfg: DictConfig, secrets: dict[str, str]) -> None:
+    with open_dict(cfg):
+        for key, value in secrets.items():
+            *path, leaf = key.split(".")
+            parent = cfg
+            for part in path:
+                if part not in parent or parent[part] is None:
+                    parent[part] = {}
+                parent = parent[part]
+            parent[leaf] = value
+
+
+def _one_line(err: BaseException, cfg: Any) -> str:
+    return scrub_text(f"{err}", cfg)
+
 
 @hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from spectune.errors import UserError
     from spectune.training.recipe import train_and_evaluate
 
+    _inject(cfg, SECRETS)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
     try:
         train_and_evaluate(cfg, run_dir, multirun=multirun)
-    except Exception:
+    except UserError as err:
+        if not multirun:
+            print(f"spectune.train: error: {_one_line(err, cfg)}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        FAILED.append((str(run_dir), _one_line(err, cfg)))
+        log.error("Cell %s refused: %s", run_dir, _one_line(err, cfg))
+    except Exception as err:
         if not multirun:
             raise
-        log.exception("Cell %s failed; the sweep goes on (recorded in its summary.json).", run_dir)
+        FAILED.append((str(run_dir), scrub_text(f"{type(err).__name__}: {err}", cfg)))
+        log.error("Cell %s failed (recorded in its summary.json); the sweep goes on: %s", run_dir,
+                  scrub_text(f"{type(err).__name__}: {err}", cfg))
+
+
+def cli() -> int:
+    """Run :func:`main` with secret overrides held back; a sweep with failed cells exits 1 after listing them."""
+    sys.argv[1:], secrets = split_secret_overrides(sys.argv[1:])
+    SECRETS.update(secrets)
+    main()
+    if FAILED:
+        print(f"spectune.train: {len(FAILED)} sweep cell(s) failed (each records its error in summary.json):",
+              file=sys.stderr)
+        for folder, error in FAILED:
+            print(f"  {folder}: {error.splitlines()[0] if error else ''}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

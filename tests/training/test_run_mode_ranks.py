@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch.multiprocessing as mp
-from omegaconf import OmegaConf
 
 
 def _free_port() -> int:
@@ -21,15 +20,16 @@ def _worker(rank: int, port: int, run_dir: str, resume: bool, out: str) -> None:
     import torch.distributed as dist
 
     from spectune.training.recipe import decide_run_mode
+    from spectune.training.run_folder import RunFolder
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    cfg = OmegaConf.create({"skip_finished": True, "resume": resume})
+    config = {"seed": 0, "skip_finished": True, "resume": resume}
     dist.init_process_group("gloo")  # joined first, so rank 1's delay below is not absorbed by the rendezvous
     if rank == 1:
         time.sleep(1.0)  # the slow rank: rank 0 has long written its config when it gets here
     try:
-        mode = decide_run_mode(cfg, Path(run_dir), multirun=False)
+        mode = decide_run_mode(RunFolder(Path(run_dir), config, multirun=False))
         if rank == 0 and mode == "new":
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             (Path(run_dir) / "config.yaml").write_text("seed: 0\n")

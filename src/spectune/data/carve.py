@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spectune.errors import ConfigError
+
 
 def _check_count(name: str, value: int | None) -> None:
     if value is None:
@@ -18,7 +20,7 @@ def _check_count(name: str, value: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int or None, got {type(value).__name__}: {value!r}")
     if value < 0:
-        raise ValueError(f"{name} must be >= 0 (or None for 'all remaining'), got {value}")
+        raise ConfigError(f"{name} must be >= 0 (or None for 'all remaining'), got {value}")
 
 
 def carve(n_total: int, n_train: int | None, n_test: int | None, seed: int) -> tuple[list[int], list[int]]:
@@ -44,7 +46,7 @@ def carve(n_total: int, n_train: int | None, n_test: int | None, seed: int) -> t
         n_test = max(n_total - int(n_train), 0)
     n_train, n_test = int(n_train), int(n_test)
     if n_train + n_test > n_total:
-        raise ValueError(
+        raise ConfigError(
             f"Cannot carve {n_train} train + {n_test} test examples out of {n_total}: the two sets must be disjoint. "
             f"Lower task.n_train / task.n_test so that n_train + n_test <= {n_total} "
             f"(e.g. n_train={max(n_total - n_test, 0)} with n_test={min(n_test, n_total)}), "
@@ -67,6 +69,6 @@ def subsample(n_total: int, n: int | None, seed: int) -> list[int]:
     if n is None:
         return list(range(int(n_total)))
     if n > n_total:
-        raise ValueError(f"Asked for {n} examples but the split has only {n_total}; use n <= {n_total} or null (all).")
+        raise ConfigError(f"Asked for {n} examples but the split has only {n_total}; use n <= {n_total} or null (all).")
     perm = np.random.default_rng(seed).permutation(int(n_total))
     return sorted(int(i) for i in perm[: int(n)])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 
+from spectune.errors import UserError
+
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(UserError, RuntimeError):
     """Data cannot be had here: it needs the network and the hub is off-line or unreachable, or a file is missing."""
 
 

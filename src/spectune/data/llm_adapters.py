@@ -25,6 +25,7 @@ from typing import Any, Literal
 from spectune.data import commonsense as cs
 from spectune.data.errors import DataUnavailableError, hub_offline
 from spectune.data.records import Record
+from spectune.errors import DataFormatError
 
 REPO = "AGI-Edgerunners/LLM-Adapters"
 RAW_BASE = f"https://raw.githubusercontent.com/{REPO}/main"
@@ -189,7 +190,8 @@ def _records(rows: list[dict[str, Any]], task: str, source: str) -> list[Record]
     out = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or "instruction" not in row or "answer" not in row:
-            raise ValueError(f"{source}: entry {i} lacks the LLM-Adapters keys instruction/input/output/answer.")
+            raise DataFormatError(f"{source}: entry {i} lacks the LLM-Adapters keys instruction/input/output/answer "
+                                  "(expected a JSON list of {instruction, input, output, answer} objects).")
         words = cs.answer_words(row["instruction"])
         answer = str(row["answer"])
         out.append(Record(
@@ -204,7 +206,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         rows = json.load(f)
     if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON list of LLM-Adapters entries, got {type(rows).__name__}.")
+        raise DataFormatError(f"{path}: expected a JSON list of LLM-Adapters entries, got {type(rows).__name__}.")
     return rows
 
 

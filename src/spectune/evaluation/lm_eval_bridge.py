@@ -78,6 +78,20 @@ def task_manager(include_path: str | Path | Sequence[str | Path] | None = None,
     return TaskManager(include_path=paths, include_defaults=include_defaults)
 
 
+def check_tasks(tasks: Sequence[str]) -> None:
+    """Raise ``UserError`` naming unknown lm-eval tasks (before any model loads) and the shipped offline ones."""
+    from spectune.errors import UserError
+
+    if not _needs_defaults(tasks):
+        return
+    with _quiet_custom_dataset_notice():
+        known = set(task_manager(include_defaults=True).all_tasks)
+    unknown = [t for t in tasks if t not in known and t not in set(local_task_names()) | {LOCAL_TAG}]
+    if unknown:
+        raise UserError(f"Unknown lm-eval task(s) {unknown}. Shipped offline: {', '.join(local_task_names())}; any "
+                        "other lm-eval task name also needs its data (network or lm-eval's cache).")
+
+
 def _needs_defaults(tasks: Sequence[str]) -> bool:
     known = set(local_task_names()) | {LOCAL_TAG}
     return any(t not in known for t in tasks)

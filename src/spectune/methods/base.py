@@ -39,6 +39,13 @@ class Method(ABC):
         ``task_type``: PEFT's task type ("CAUSAL_LM", "SEQ_CLS"), or None for a plain torch module.
         """
 
+    def check_schedule(self, total_steps: int, epochs: float | None = None) -> None:
+        """Refuse (``ConfigError``) a run whose schedule would silently make this method another one; no-op here.
+
+        ``total_steps``: the run's optimizer steps; ``epochs``: its epochs (None with a step budget).
+        """
+        return None
+
     def callbacks(self, log_event: Any = None) -> list[Any]:
         """Trainer callbacks that drive the method's schedule (dash switch, PLoRA unloads…).
 

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spectune.errors import ConfigError
 from spectune.methods.lora import LoRA, LoraSpec, lora_factors
 from spectune.methods.lora_dash_layer import (
     CALLS,
@@ -163,6 +164,14 @@ class LoRADash(LoRA):
         if self.spec.count == "forward_calls":
             self.install_counter(peft_model)
         return peft_model
+
+    def check_schedule(self, total_steps: int, epochs: float | None = None) -> None:
+        """The switch must come before the last optimizer step, or the run is plain LoRA under LoRA-Dash's name."""
+        if self.spec.count == "optimizer_steps" and self.spec.t >= total_steps:
+            raise ConfigError(
+                f"method.t={self.spec.t} >= the run's {total_steps} optimizer steps: the dash switch would never "
+                "happen (or only after the last step) and the run would be plain LoRA under the LoRA-Dash label. "
+                f"Set method.t < {total_steps} or train longer (train.epochs / train.max_steps).")
 
     def install(self, model: nn.Module, trainable: bool = True, s: int | None = None) -> None:
         """Register δ (zeros), U_S, V_S (zeros), the switched flag and the call counter on every PEFT LoRA layer."""

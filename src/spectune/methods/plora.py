@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spectune.errors import ConfigError
 from spectune.methods.lora import LoRA, LoraSpec, base_name, lora_factors, lora_layers
 from spectune.methods.optim_state import editable, reset_moments, set_trainable
 from spectune.methods.registry import register
@@ -125,6 +126,16 @@ class PeriodicLoRA(LoRA):
         # Stage history: one entry per unload; factors[layer] = [(B̃_j, A_j), …] on CPU in fp32.
         self.stages: list[dict[str, Any]] = []
         self.factors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def check_schedule(self, total_steps: int, epochs: float | None = None) -> None:
+        """At least one stage boundary must fall before the last step, or the run is plain LoRA under PLoRA's name."""
+        every = self.spec.unload_every
+        epoch_ends = self.spec.unload_at_epoch_end and epochs is not None and epochs > 1
+        if (every is None or every >= total_steps) and not epoch_ends and self.spec.unload_every_examples is None:
+            raise ConfigError(
+                f"method.unload_every={every} with {total_steps} optimizer steps and no epoch boundary: PeriodicLoRA "
+                "would never unload and the run would be plain LoRA under the PLoRA label. Set method.unload_every "
+                f"< {total_steps}, or train more than one epoch with method.unload_at_epoch_end=true.")
 
     def callbacks(self, log_event: Any = None) -> list[Any]:
         from spectune.methods.plora_schedule import PLoRACallback

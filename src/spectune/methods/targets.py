@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from spectune.errors import ConfigError
+
 
 def linear_module_names(model: nn.Module) -> list[str]:
     """Names of every ``nn.Linear`` in ``model``."""
@@ -31,7 +33,7 @@ def resolve_targets(model: nn.Module, targets: Sequence[str] | str) -> list[nn.L
         missing = [t for t in targets if not any(_matches(n, [t]) for n in names)]
     if missing or not chosen:
         suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
-        raise ValueError(
+        raise ConfigError(
             f"Target modules {missing} are not in {type(model).__name__}. Its linear layers end in {suffixes}. "
             "Set method.target_modules (or the model config's target_modules) to names from that list."
         )
@@ -42,10 +44,10 @@ def resolve_targets(model: nn.Module, targets: Sequence[str] | str) -> list[nn.L
 def check_rank(layers: Sequence[nn.Linear], r: int) -> None:
     """Raise if ``r`` exceeds min(d_out, d_in) of any target layer (BA could not have rank r)."""
     if r < 1:
-        raise ValueError(f"method.r={r} must be a positive integer.")
+        raise ConfigError(f"method.r={r} must be a positive integer.")
     smallest = min(min(m.in_features, m.out_features) for m in layers)
     if r > smallest:
-        raise ValueError(
+        raise ConfigError(
             f"method.r={r} is larger than the smallest target layer (min(d_out, d_in) = {smallest}); "
             f"choose method.r <= {smallest} or drop that layer from the target modules."
         )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from spectune.errors import UserError
 from spectune.models.embedded import EMBEDDED, embedded_dir, embedded_name
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(UserError, RuntimeError):
     """A model cannot be had here: not embedded, not a local folder, and the hub is off-line or unreachable."""
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from spectune.config import method_kwargs
+from spectune.errors import RunFolderMissingError, UserError
 from spectune.methods import Method, build_method
 
 
@@ -45,7 +46,7 @@ def run_config(run_dir: Path) -> DictConfig:
     """The composed config a run folder recorded (``config.yaml``); a clear error when it is not a run folder."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml). Pass the folder of one run, e.g. "
+        raise RunFolderMissingError(f"{run_dir} is not a run folder (no config.yaml). Pass the folder of one run, e.g. "
                                 "runs/<experiment>/<model>/<method>/<task>/seed0.")
     return OmegaConf.create(yaml.safe_load(path.read_text()))
 
@@ -58,10 +59,17 @@ def load_trained(cfg: DictConfig, run_dir: Path, method: Method | None = None) -
     method = method or build_method(cfg.method.name, **method_kwargs(cfg))
     folder = Path(run_dir) / method.artifact
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is missing: the run did not finish saving (see {run_dir}/summary.json); "
+        raise RunFolderMissingError(f"{folder} is missing: the run did not finish saving (see {run_dir}/summary.json); "
                                 "resume it with resume=true.")
     base, tok = load_base(cfg)
-    model = method.load_adapter(base, folder)
+    try:
+        model = method.load_adapter(base, folder)
+    except UserError:
+        raise
+    except Exception as err:  # a truncated file, another model's adapter, a hand-edited folder
+        raise UserError(f"{folder} cannot be loaded onto {cfg.model.name_or_path} by method={cfg.method.name} "
+                        f"({type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}). Is it a "
+                        "complete, finished run of this model? Re-run or resume the run to rewrite it.") from err
     if torch.cuda.is_available():  # scored where it is fastest; the recipe and ``evaluate --run`` alike
         model = model.cuda()
     model.eval()

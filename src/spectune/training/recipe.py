@@ -10,8 +10,10 @@ checked); 4. write config, environment and carve-out indices into the run folder
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,18 +21,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from spectune.config import CONF_DIR, method_kwargs, to_container, validate
+from spectune.config import CONF_DIR, method_kwargs, scrub_text, to_container, validate
 from spectune.data.tasks import TaskSplits, load_task, write_indices
+from spectune.errors import ConfigError, RunFolderExistsError, RunFolderMismatchError, UserError
 from spectune.methods import Method, build_method, trainable_parameters
 from spectune.training.artifacts import load_base, load_trained, model_kind
 from spectune.training.events import EventCallback, EventLogger
 from spectune.training.features import causal_lm_features, encoder_features
 from spectune.training.run_folder import (
-    RunFolderExistsError,
+    RunFolder,
     environment,
     last_checkpoint,
     read_json,
-    run_state,
     write_json,
     write_yaml,
 )
@@ -62,12 +64,24 @@ def setup_data(cfg: DictConfig) -> TaskSplits:
                      seed=cfg.seed, path=cfg.task.path)
 
 
+def optimizer_steps(cfg: DictConfig, n_train: int) -> int:
+    """The run's number of optimizer steps, as the HF Trainer counts them (max_steps, else epochs × steps/epoch)."""
+    t = cfg.train
+    if t.max_steps and t.max_steps > 0:
+        return int(t.max_steps)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batches = math.ceil(n_train / (t.batch_size * world))
+    return math.ceil(float(t.epochs) * max(batches // t.grad_accum, 1))
+
+
 def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, Any, Method]:
     from transformers import set_seed
 
+    method = build_method(cfg.method.name, **method_kwargs(cfg))
+    # The method's own checks against the schedule (e.g. a LoRA-Dash switch after the last step), before loading.
+    method.check_schedule(optimizer_steps(cfg, len(splits.train)), epochs=cfg.train.epochs)
     set_seed(cfg.seed)  # classifier heads and LoRA's A are initialised from this seed
     model, tok = load_base(cfg)
-    method = build_method(cfg.method.name, **method_kwargs(cfg))
     task_type = "CAUSAL_LM" if model_kind(cfg) == "causal_lm" else "SEQ_CLS"
     model = method.attach(model, task_type)
     return model, tok, method
@@ -119,77 +133,77 @@ def training_arguments(cfg: DictConfig, run_dir: Path):
     )
 
 
-def prepare_run_dir(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
-    """Apply the never-overwrite rule. Returns "skip", "resume" or "new"; raises on a clash."""
-    state = run_state(run_dir)
-    if state == "finished":
-        if cfg.skip_finished:
-            return "skip"
-        raise RunFolderExistsError(
-            f"{run_dir} holds a finished run; results are never overwritten. Pick a new run_tag=... to train this "
-            "cell again, or leave skip_finished=true to skip it.")
-    if state == "incomplete":
-        if cfg.resume:
-            return "resume"
-        raise RunFolderExistsError(
-            f"{run_dir} holds an unfinished run. Continue it with resume=true, or start a fresh one with run_tag=...")
-    if state == "failed":
-        if not (run_dir / "config.yaml").exists():
-            # It failed on bad input before training started: nothing of it is worth keeping in the way.
-            os.replace(run_dir / "summary.json", run_dir / f"summary.failed-{int(time.time())}.json")
-            return "new"
-        if cfg.resume or multirun:
-            # A recorded failure has no results to protect: keep its summary beside, then run the cell again.
-            os.replace(run_dir / "summary.json", run_dir / f"summary.failed-{int(time.time())}.json")
-            return "resume" if last_checkpoint(run_dir) else "new"
-        raise RunFolderExistsError(
-            f"{run_dir} holds a failed run (see its summary.json). Re-run it with resume=true, or use run_tag=...")
-    if cfg.resume:
-        raise FileNotFoundError(f"resume=true but {run_dir} holds no run to resume; drop resume=true to start it.")
-    return "new"
-
-
-def decide_run_mode(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
-    """:func:`prepare_run_dir` on rank 0 alone, its answer (or its error) broadcast to every rank.
+def decide_run_mode(folder: RunFolder) -> str:
+    """:meth:`RunFolder.decide` on rank 0 alone, its answer (mode and folder, or its error) broadcast to every rank.
 
     Each rank checking the folder itself is a race: a slower rank finds the config rank 0 has just written and
     takes the fresh run for an unfinished one.
     """
     init_distributed()
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return prepare_run_dir(cfg, run_dir, multirun)
+        return folder.decide()
     outcome: list[Any] = [None]
     if is_main_process():
         try:
-            outcome[0] = ("mode", prepare_run_dir(cfg, run_dir, multirun))
+            outcome[0] = ("mode", (folder.decide(), folder.path))
         except Exception as err:  # every rank raises rank 0's error
             outcome[0] = ("error", err)
     torch.distributed.broadcast_object_list(outcome, src=0)
     kind, value = outcome[0]
     if kind == "error":
         raise value
-    return value
+    folder.mode, folder.path = value
+    return folder.mode
+
+
+def _check_runs_root(cfg: DictConfig) -> None:
+    root = Path(cfg.runs_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"runs_root={cfg.runs_root} is not writable ({err.strerror}); choose another "
+                          "runs_root=... or free space there.") from None
 
 
 def train_and_evaluate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict[str, Any]:
-    """Run one cell end to end; return the summary dict (also written to ``summary.json``)."""
+    """Run one cell end to end; return the summary dict (also written to ``summary.json``).
+
+    The run folder (:class:`RunFolder`) decides fresh / skip / resume / refuse; bad options are refused by
+    :func:`spectune.config.validate` before anything loads, and recorded as the cell's failed ``summary.json`` when
+    the folder holds no run.
+    """
     t0 = time.time()
-    validate(cfg)
-    mode = decide_run_mode(cfg, run_dir, multirun)
-    if mode == "skip":
-        log.info("%s is finished; skipped (results are never overwritten).", run_dir)
-        return read_json(run_dir / "summary.json")
     try:
-        return _run_cell(cfg, run_dir, mode, t0)
+        container = to_container(cfg)
+    except Exception:  # validate() below names what does not resolve
+        container = {}
+    folder = RunFolder(run_dir, container, multirun)
+    try:
+        validate(cfg)
+        _check_runs_root(cfg)
+        mode = decide_run_mode(folder)
+    except UserError as err:
+        if not isinstance(err, (RunFolderExistsError, RunFolderMismatchError)) and is_main_process() \
+                and folder.may_record_failure():
+            write_failure(cfg, folder, err, t0)
+        raise
+    if mode == "skip":
+        log.info("%s is finished; skipped (results are never overwritten).", folder.path)
+        return read_json(folder.path / "summary.json")
+    try:
+        return _run_cell(cfg, folder, mode, t0)
     except Exception as err:
         # The folder is this cell's (the never-overwrite checks passed): record the failure for sweeps and tables.
-        write_failure(cfg, run_dir, err, t0)
+        write_failure(cfg, folder, err, t0)
         raise
 
 
-def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str, Any]:
+def _run_cell(cfg: DictConfig, folder: RunFolder, mode: str, t0: float) -> dict[str, Any]:
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
 
+    run_dir = folder.path
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     # Subnormal floats (tiny Adam second moments, decaying weights) make CPU kernels many times slower.
@@ -242,6 +256,8 @@ def _run_cell(cfg: DictConfig, run_dir: Path, mode: str, t0: float) -> dict[str,
         trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=collator,
                           callbacks=callbacks)
         resume_from = last_checkpoint(run_dir) if mode == "resume" else None
+        if resume_from is not None and main:
+            folder.drop_replaced_events(int(resume_from.name.split("-")[-1]))
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         record = method.run_record(model)  # what the method decided (LoRA-Dash's S, PLoRA's stages)
@@ -328,12 +344,19 @@ def _console_summary(run_dir: Path, s: dict[str, Any]) -> None:
     print("\n".join(["=" * 72, *lines, "=" * 72]), flush=True)
 
 
-def write_failure(cfg: DictConfig, run_dir: Path, err: BaseException, t0: float) -> None:
-    """Record a failed cell (a sweep goes on past it)."""
+def write_failure(cfg: DictConfig, folder: RunFolder, err: BaseException, t0: float) -> None:
+    """Record a failed cell (a sweep goes on past it); the error text never carries a secret value."""
     if not is_main_process():
         return
-    write_json(run_dir / "summary.json", {
-        "status": "failed", "model": cfg.model.name, "method": cfg.method.name,
-        "method_label": cfg.method.get("label"), "task": cfg.task.name, "scale": cfg.get("scale_name"),
-        "seed": cfg.seed, "runtime_s": round(time.time() - t0, 1), "metrics": {},
-        "error": f"{type(err).__name__}: {err}"})
+    folder.record_failure({
+        "status": "failed", "model": cfg.model.get("name"), "method": cfg.method.get("name"),
+        "method_label": _safe(cfg.method, "label"), "task": cfg.task.get("name"), "scale": cfg.get("scale_name"),
+        "seed": cfg.get("seed"), "runtime_s": round(time.time() - t0, 1), "metrics": {},
+        "error": scrub_text(f"{type(err).__name__}: {err}", cfg)})
+
+
+def _safe(node: Any, key: str) -> Any:
+    try:
+        return node.get(key)
+    except Exception:  # an interpolation that does not resolve
+        return None

@@ -25,6 +25,7 @@ def reference_state(reference: Path) -> dict[str, torch.Tensor]:
     """W* of a full fine-tuning run (``<run>/merged``) or a model folder, by module name."""
     from safetensors.torch import load_file
 
+    check_reference_method(reference)
     folder = reference / "merged" if (reference / "merged").is_dir() else reference
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -34,6 +35,23 @@ def reference_state(reference: Path) -> dict[str, torch.Tensor]:
     for f in files:
         state.update(load_file(str(f)))
     return {k.removesuffix(".weight"): v for k, v in state.items() if k.endswith(".weight")}
+
+
+def check_reference_method(reference: Path) -> None:
+    """Refuse a reference run whose method is not full fine-tuning: ΔW* = W* − W must be the dense optimum."""
+    import yaml
+
+    from spectune.errors import ConfigError
+    from spectune.methods import REGISTRY
+
+    path = Path(reference) / "config.yaml"
+    if not path.exists():
+        return  # a plain model folder: taken as W*
+    name = (yaml.safe_load(path.read_text()) or {}).get("method", {}).get("name")
+    if name not in REGISTRY or REGISTRY[name].cls.update_form != "dense":
+        raise ConfigError(f"The reference {reference} is a method={name} run; ΔW* = W* − W must come from full "
+                          "fine-tuning (a dense update). Pass a finished full fine-tuning run folder of the same "
+                          "model and task.")
 
 
 class TSDTracker(TrainerCallback):
