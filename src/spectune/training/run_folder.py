@@ -40,12 +40,17 @@ def git_commit(repo: Path | None = None) -> dict[str, Any]:
     """The git commit of the code that runs, and whether the work tree had uncommitted changes.
 
     A copy of the tree where git finds no commit (a remote GPU machine) records ``SPECTUNE_GIT_COMMIT`` when the
-    launcher sets it, marked ``"source": "SPECTUNE_GIT_COMMIT"`` and ``dirty: None`` (unknown).
+    launcher sets it, marked ``"source": "SPECTUNE_GIT_COMMIT"``, with ``dirty`` from ``SPECTUNE_GIT_DIRTY``
+    (None when unset: unknown).
     """
     repo = repo or Path(__file__).resolve().parents[3]
     found = _git_commit(repo)
     if found["commit"] is None and os.environ.get("SPECTUNE_GIT_COMMIT"):
-        return {"commit": os.environ["SPECTUNE_GIT_COMMIT"], "dirty": None, "source": "SPECTUNE_GIT_COMMIT"}
+        # The launcher that copied the tree may vouch for it: SPECTUNE_GIT_DIRTY=0 when the copy is the commit's own
+        # tree (scripts/gpu/ ship `git archive <commit>`), 1 when it carries changes; unset: unknown.
+        flag = os.environ.get("SPECTUNE_GIT_DIRTY")
+        dirty = None if flag not in ("0", "1") else flag == "1"
+        return {"commit": os.environ["SPECTUNE_GIT_COMMIT"], "dirty": dirty, "source": "SPECTUNE_GIT_COMMIT"}
     return found
 
 
