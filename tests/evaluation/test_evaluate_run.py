@@ -25,6 +25,7 @@ RUNS = {
     "lora": ["method=lora", "method.r=4"],
     "lora_dash": ["method=lora_dash", "method.r=4", "method.s=4", "method.t=1"],
     "plora": ["method=plora", "method.r=4", "method.unload_every=2"],
+    "svf": ["method=svf", "train.lr=2e-2"],
 }
 
 

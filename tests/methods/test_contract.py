@@ -23,6 +23,7 @@ CASES = [
     ("lora", dict(r=4, alpha=8, dropout=0.0, target_modules=TARGETS)),
     ("lora_dash", dict(r=4, alpha=8, dropout=0.0, target_modules=TARGETS, s=2, t=2, svd_cache=False)),
     ("plora", dict(r=4, alpha=8, dropout=0.0, target_modules=TARGETS, unload_every=2)),
+    ("svf", dict(target_modules=TARGETS)),
 ]
 STEPS = 6
 

@@ -11,6 +11,7 @@ from spectune.methods.lora import LoRA, LoraSpec
 from spectune.methods.lora_dash import LoRADash, LoraDashSpec
 from spectune.methods.plora import PeriodicLoRA, PLoraSpec
 from spectune.methods.registry import REGISTRY, build_method, entry, method_names
+from spectune.methods.svf import SVF, SvfSpec
 
 __all__ = ["REGISTRY", "FullFineTuning", "LoRA", "LoRADash", "LoraDashSpec", "LoraSpec", "Method", "PLoraSpec",
-           "PeriodicLoRA", "build_method", "entry", "method_names", "trainable_parameters"]
+           "PeriodicLoRA", "SVF", "SvfSpec", "build_method", "entry", "method_names", "trainable_parameters"]
