@@ -12,8 +12,10 @@ never writes or echoes them (multirun.yaml, error reports); spectune's own files
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ log = logging.getLogger("spectune")
 # Filled while the process runs: the secret overrides held back from Hydra, and the failed cells of a sweep.
 SECRETS: dict[str, str] = {}
 FAILED: list[tuple[str, str]] = []
+# Storage errors reported as one line (a full disk, a quota, a read-only or forbidden runs_root).
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
 def split_secret_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -77,6 +81,16 @@ def main(cfg: DictConfig) -> None:
             raise SystemExit(2) from None
         FAILED.append((str(run_dir), _one_line(err, cfg)))
         log.error("Cell %s refused: %s", run_dir, _one_line(err, cfg))
+    except OSError as err:
+        if err.errno not in STORAGE_ERRORS:
+            raise
+        message = f"cannot write under {cfg.runs_root}: {err.strerror} ({err.filename or run_dir}); free space or " \
+                  "choose another runs_root=..."
+        if not multirun:
+            print(f"spectune.train: error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        FAILED.append((str(run_dir), message))
+        log.error("Cell %s failed: %s", run_dir, message)
     except Exception as err:
         if not multirun:
             raise
@@ -85,10 +99,32 @@ def main(cfg: DictConfig) -> None:
                   scrub_text(f"{type(err).__name__}: {err}", cfg))
 
 
+def writable_runs_root(argv: list[str]) -> str | None:
+    """None when the ``runs_root`` of ``argv`` (default ``runs``) can be written, else the one-line reason.
+
+    Checked before Hydra starts: Hydra creates the run folder itself and would fail with its own traceback.
+    """
+    root = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("runs_root=")), "runs")
+    if "," in root:  # a swept runs_root: each cell checks its own
+        return None
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        return f"runs_root={root} is not writable ({err.strerror}); choose another runs_root=... or free space there."
+    return None
+
+
 def cli() -> int:
     """Run :func:`main` with secret overrides held back; a sweep with failed cells exits 1 after listing them."""
     sys.argv[1:], secrets = split_secret_overrides(sys.argv[1:])
     SECRETS.update(secrets)
+    if not any(a in ("--help", "-h", "--cfg", "-c", "--info") or a.startswith("--cfg") for a in sys.argv[1:]):
+        problem = writable_runs_root(sys.argv[1:])
+        if problem:
+            print(f"spectune.train: error: {problem}", file=sys.stderr)
+            return 2
     main()
     if FAILED:
         print(f"spectune.train: {len(FAILED)} sweep cell(s) failed (each records its error in summary.json):",

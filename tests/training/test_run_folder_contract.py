@@ -99,3 +99,20 @@ def test_resume_drops_events_of_replaced_steps(tmp_path: Path) -> None:
     kept = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert moved == 3 and kept == [1, 2, 0]
     assert len((tmp_path / "metrics.replaced.jsonl").read_text().splitlines()) == 3
+
+
+def test_secret_overrides_are_held_back_from_hydra() -> None:
+    from spectune.train import split_secret_overrides
+
+    kept, secrets = split_secret_overrides(["-m", "train.lr=1e-3", f"+logger.api_key={SECRET}", f"hub_token={TOKEN}",
+                                            "run_tag=-x"])
+    assert kept == ["-m", "train.lr=1e-3", "run_tag=-x"]
+    assert secrets == {"logger.api_key": SECRET, "hub_token": TOKEN}
+
+
+def test_unwritable_runs_root_is_one_line_before_hydra_starts(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    proc = run_train(TINY, blocker / "runs", check=False)
+    assert proc.returncode == 2
+    assert "is not writable" in proc.stderr and "runs_root=" in proc.stderr and "Traceback" not in proc.stderr

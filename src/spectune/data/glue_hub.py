@@ -11,6 +11,7 @@ from typing import Any
 
 from spectune.data.errors import DataUnavailableError, hub_offline
 from spectune.data.records import Record
+from spectune.errors import DataFormatError
 
 HUB_DATASET = "nyu-mll/glue"
 EMBEDDED_GLUE = ("sst2", "rte", "mrpc")
@@ -92,8 +93,13 @@ def load_glue_local(task: str, split: str, path: str | Path) -> list[Record]:
 
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"task.path={p} does not exist (expected a local copy of GLUE '{task}').")
-    for folder in (p / task, p):
-        if (folder / "dataset_dict.json").is_file():
-            return to_records(task, datasets.load_from_disk(str(folder))[split])
-    return to_records(task, datasets.load_dataset(str(p), task, split=split))
+        raise DataUnavailableError(f"task.path={p} does not exist (expected a local copy of GLUE '{task}').")
+    try:
+        for folder in (p / task, p):
+            if (folder / "dataset_dict.json").is_file():
+                return to_records(task, datasets.load_from_disk(str(folder))[split])
+        return to_records(task, datasets.load_dataset(str(p), task, split=split))
+    except (KeyError, ValueError, OSError, FileNotFoundError) as err:
+        raise DataFormatError(f"task.path={p} is not a readable local GLUE '{task}' copy with a '{split}' split "
+                              f"({type(err).__name__}: {err}). Expected a DatasetDict.save_to_disk folder (of the task "
+                              "or holding <task>/) or a clone of nyu-mll/glue.") from None

@@ -203,8 +203,12 @@ def _records(rows: list[dict[str, Any]], task: str, source: str) -> list[Record]
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        rows = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataFormatError(f"{path} is not valid JSON ({err}); expected a JSON list of LLM-Adapters entries "
+                              "({instruction, input, output, answer} objects), as commonsense_170k.json.") from None
     if not isinstance(rows, list):
         raise DataFormatError(f"{path}: expected a JSON list of LLM-Adapters entries, got {type(rows).__name__}.")
     return rows

@@ -348,6 +348,13 @@ def write_failure(cfg: DictConfig, folder: RunFolder, err: BaseException, t0: fl
     """Record a failed cell (a sweep goes on past it); the error text never carries a secret value."""
     if not is_main_process():
         return
+    try:
+        _record_failure(cfg, folder, err, t0)
+    except OSError as write_err:  # a full or read-only disk: the console still says what happened
+        log.error("Could not record the failure in %s: %s", folder.path, write_err)
+
+
+def _record_failure(cfg: DictConfig, folder: RunFolder, err: BaseException, t0: float) -> None:
     folder.record_failure({
         "status": "failed", "model": cfg.model.get("name"), "method": cfg.method.get("name"),
         "method_label": _safe(cfg.method, "label"), "task": cfg.task.get("name"), "scale": cfg.get("scale_name"),
