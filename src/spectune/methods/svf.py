@@ -239,7 +239,7 @@ class SVF(Method):
             heads = list(SEQ_CLS_HEADS) if task_type == "SEQ_CLS" else []
         mapping, rescale = self.spec.layout()
         self.install(model, names, mapping=mapping, rescale=rescale, max_mult=self.spec.max_mult, zs=None,
-                     trainable=True, modules_to_save=heads)
+                     trainable=True, modules_to_save=heads, collective=distributed())
         return model
 
     @staticmethod
@@ -252,11 +252,12 @@ class SVF(Method):
 
     def install(self, model: nn.Module, names: list[str], *, mapping: str, rescale: bool, max_mult: float,
                 zs: dict[str, torch.Tensor] | None, trainable: bool, modules_to_save: list[str],
-                base: dict[str, Any] | None = None) -> None:
+                base: dict[str, Any] | None = None, collective: bool = False) -> None:
         """Replace each named ``nn.Linear`` by an :class:`SVFLinear` (SVD from the cache) and freeze the rest.
 
         ``zs``: the trainable vectors by module name (None: drawn from the spec's init). ``base``: the identity to
-        record (None: computed from ``model``). Collective when distributed (rank 0 fills the SVD cache first).
+        record (None: computed from ``model``). ``collective``: every rank calls this (``attach`` under several
+        processes): rank 0 fills the SVD cache first; otherwise no collective is issued (a rank-0-only load).
         """
         modules = dict(model.named_modules())
         linears = [modules[n] for n in names]
@@ -266,7 +267,7 @@ class SVF(Method):
                                  "method.target_modules.")
         self._refuse_tied(model, names)
         record = base if base is not None else base_identity(model, names)
-        factors = self._svds(model, names)
+        factors = self._svds(model, names, collective)
         mean, std = self.spec.initial()
         for name, lin in zip(names, linears, strict=True):
             f = factors[name]
@@ -339,15 +340,15 @@ class SVF(Method):
             return torch.device("cuda") if torch.cuda.is_available() and weight.device.type == "cpu" else weight.device
         return weight.device if d == "weight" else torch.device(d)
 
-    def _svds(self, model: nn.Module, names: list[str]) -> dict[str, SVD]:
+    def _svds(self, model: nn.Module, names: list[str], collective: bool = False) -> dict[str, SVD]:
         """fp32 SVD of each named weight (on the CPU), from the disk cache when ``svd_cache``.
 
-        Several ranks: rank 0 fills the cache, the others read it after a barrier (one set of factors for all);
-        without the cache, rank 0's factors are broadcast.
+        ``collective`` (all ranks call it): rank 0 fills the cache, the others read it after a barrier (one set of
+        factors for all); without the cache, rank 0's factors are broadcast.
         """
         modules = dict(model.named_modules())
         model_id = model_identity(model)
-        multi = distributed()
+        multi = collective and distributed()
         rank = torch.distributed.get_rank() if multi else 0
         cache = None
         if self.spec.svd_cache:
