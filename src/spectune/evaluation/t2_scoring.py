@@ -412,7 +412,7 @@ def score_t2(model: Any, tokenizer: Any, task: str, records: Sequence[Record], g
         likelihood_accuracy = mc.accuracy
     score = T2Score(spec.name, len(records), None, gold.bits_per_byte, gold.nll_per_token, likelihood_accuracy)
     if generate:
-        budget = max_new_tokens or spec.max_new_tokens
+        budget = int(max_new_tokens or spec.max_new_tokens)  # (int(): a config override may arrive as text)
         t0 = time.perf_counter()
         score.completions = generate_greedy(model, tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size,
                                             progress=progress)
