@@ -13,8 +13,18 @@ from spectune.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
-# Keys whose values never reach run folders, logs or W&B.
-SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential|auth)", re.IGNORECASE)
+# Keys whose values never reach run folders, logs or W&B: a key whose last part, split at "_", "-" or ".", holds one
+# of these words (hf_token, logger.api_key, WANDB_API_KEY, db_password…). Whole words only: max_new_tokens is no secret.
+SECRET_WORDS = {"token", "secret", "password", "passwd", "credential", "credentials", "auth", "apikey", "key"}
+SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")}
+
+
+def is_secret_key(key: str) -> bool:
+    """True when the config key ``key`` (dotted or not) names a secret (see :data:`SECRET_WORDS`)."""
+    words = [w for w in re.split(r"[_\-\s]+", str(key).rsplit(".", 1)[-1].lower()) if w]
+    if any(w in SECRET_WORDS - {"key"} for w in words):
+        return True
+    return any(pair in SECRET_PAIRS for pair in zip(words, words[1:])) or words == ["key"]
 
 
 def register_resolvers() -> None:
@@ -29,7 +39,7 @@ register_resolvers()
 def scrub_secrets(obj: Any) -> Any:
     """Return a copy of a plain container with secret-looking keys replaced by ``"***"``."""
     if isinstance(obj, dict):
-        return {k: ("***" if SECRET_KEY.search(str(k)) and v not in (None, "") else scrub_secrets(v))
+        return {k: ("***" if is_secret_key(k) and v not in (None, "") else scrub_secrets(v))
                 for k, v in obj.items()}
     if isinstance(obj, list):
         return [scrub_secrets(v) for v in obj]
@@ -46,7 +56,7 @@ def secret_values(obj: Any) -> set[str]:
     out: set[str] = set()
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if SECRET_KEY.search(str(k)) and v not in (None, "") and not isinstance(v, (dict, list)):
+            if is_secret_key(k) and v not in (None, "") and not isinstance(v, (dict, list)):
                 out.add(str(v))
             else:
                 out |= secret_values(v)

@@ -5,7 +5,7 @@ environment; Hydra rejects DeepSpeed's ``--local_rank`` argument, so do not use 
 without ``--no_local_rank``). Sweeps: ``python -m spectune.train -m experiment=<table>``.
 
 Bad input is refused with one message on stderr and exit status 2 (no traceback); a sweep trains every cell it
-can, then lists the failed ones and exits 1. Overrides whose key looks secret (``SECRET_KEY``: tokens, API keys,
+can, then lists the failed ones and exits 1. Overrides whose key looks secret (``is_secret_key``: tokens, API keys,
 passwords) are taken off the command line before Hydra sees it and put back into the composed config, so Hydra
 never writes or echoes them (multirun.yaml, error reports); spectune's own files scrub them.
 """
@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from spectune.config import SECRET_KEY, register_resolvers, scrub_text
+from spectune.config import is_secret_key, register_resolvers, scrub_text
 
 register_resolvers()
 log = logging.getLogger("spectune")
@@ -41,7 +41,7 @@ def split_secret_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     kept, secrets = [], {}
     for arg in argv:
         key, eq, value = arg.partition("=")
-        if eq and not arg.startswith("-") and SECRET_KEY.search(key.lstrip("+~")):
+        if eq and not arg.startswith("-") and is_secret_key(key.lstrip("+~")):
             secrets[key.lstrip("+~")] = value
         else:
             kept.append(arg)

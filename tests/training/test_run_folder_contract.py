@@ -105,8 +105,8 @@ def test_secret_overrides_are_held_back_from_hydra() -> None:
     from spectune.train import split_secret_overrides
 
     kept, secrets = split_secret_overrides(["-m", "train.lr=1e-3", f"+logger.api_key={SECRET}", f"hub_token={TOKEN}",
-                                            "run_tag=-x"])
-    assert kept == ["-m", "train.lr=1e-3", "run_tag=-x"]
+                                            "run_tag=-x", "eval.max_new_tokens=8"])
+    assert kept == ["-m", "train.lr=1e-3", "run_tag=-x", "eval.max_new_tokens=8"]  # a token count is no secret
     assert secrets == {"logger.api_key": SECRET, "hub_token": TOKEN}
 
 
@@ -116,3 +116,13 @@ def test_unwritable_runs_root_is_one_line_before_hydra_starts(tmp_path: Path) ->
     proc = run_train(TINY, blocker / "runs", check=False)
     assert proc.returncode == 2
     assert "is not writable" in proc.stderr and "runs_root=" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("key", "secret"), [
+    ("hf_token", True), ("logger.api_key", True), ("WANDB_API_KEY", True), ("db_password", True),
+    ("auth_token", True), ("credentials", True), ("eval.max_new_tokens", False), ("tokenizer", False),
+    ("num_tokens", False), ("keep_checkpoints", False), ("monkey", False)])
+def test_secret_keys_are_whole_words(key: str, secret: bool) -> None:
+    from spectune.config import is_secret_key
+
+    assert is_secret_key(key) is secret
