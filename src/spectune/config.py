@@ -125,8 +125,14 @@ def validate(cfg: DictConfig) -> None:
             f"Commonsense task '{cfg.task.name}' is generative and needs a causal LM (model=smollm2, llama_7b, …); "
             f"model={cfg.model.name} is a {cfg.model.family}."
         )
+    if family == "t2" and cfg.model.family != "causal_lm":
+        raise ConfigError(f"Transformer² task '{cfg.task.name}' is generative and needs a causal LM (model=smollm2, "
+                          f"llama3_8b_instruct, …); model={cfg.model.name} is a {cfg.model.family}.")
     if family == "instruct":
         _validate_instruct(cfg)
+    if family == "t2" and cfg.model.family != "causal_lm":
+        raise ConfigError(f"Transformer² task '{cfg.task.name}' generates answers and needs a causal LM (model=smollm2, "
+                          f"llama3_8b_instruct, …); model={cfg.model.name} is a {cfg.model.family}.")
     t = cfg.train
     if cfg.analysis.tsd_reference is not None:
         if method.cls.update_form != "lowrank":
@@ -143,6 +149,51 @@ def validate(cfg: DictConfig) -> None:
     if t.deepspeed == "zero3" and "WORLD_SIZE" not in os.environ:
         raise ConfigError("train.deepspeed=zero3 needs the distributed launcher: run `torchrun --nproc_per_node N -m "
                           "spectune.train ... train.deepspeed=zero3` (N = 1 for one GPU), or drop train.deepspeed.")
+    if t.objective == "reinforce":
+        _validate_reinforce(cfg)
+
+
+def _validate_reinforce(cfg: DictConfig) -> None:
+    """``train.objective=reinforce`` (:mod:`spectune.training.reinforce`): a task with a reward function, one
+    process, a validation split to choose the best state on, a method that needs no Trainer callbacks, no resume."""
+    from spectune.methods import REGISTRY, build_method
+    from spectune.training.reinforce import REWARD_FAMILIES
+
+    t, task = cfg.train, cfg.task
+    if task.family not in REWARD_FAMILIES:
+        raise ConfigError(f"train.objective=reinforce needs a task with a reward function (task family "
+                          f"{' / '.join(REWARD_FAMILIES)}: task=t2/arc_easy, t2/gsm8k, t2/mbpp, …); task={task.name} "
+                          f"(family {task.family}) has none. Choose such a task, or use train.objective=next_token.")
+    if t.deepspeed:
+        raise ConfigError(f"train.objective=reinforce runs in one process without DeepSpeed; drop "
+                          f"train.deepspeed={t.deepspeed} (or use train.objective=next_token).")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("train.objective=reinforce runs in one process; launch it without torchrun.")
+    if cfg.resume:
+        raise ConfigError("train.objective=reinforce cannot resume: it checkpoints its best state only "
+                          "(checkpoints/rl-best), not the optimizer, sampler and iteration. Start the run afresh under "
+                          "a new run_tag=... (or delete the unfinished run folder) and drop resume=true.")
+    if task.get("n_valid") == 0:
+        raise ConfigError(f"train.objective=reinforce keeps the state with the best validation score, but "
+                          f"task.n_valid=0 leaves task={task.name} without a validation split; set task.n_valid > 0.")
+    if t.precision == "fp16":
+        raise ConfigError("train.objective=reinforce has no fp16 loss scaling; use train.precision=bf16 or fp32.")
+    unread = [f"{k}={v}" for k, v, used in (("train.max_steps", t.max_steps, (t.max_steps or 0) > 0),
+                                            ("train.warmup_steps", t.warmup_steps, t.warmup_steps > 0),
+                                            ("train.warmup_ratio", t.warmup_ratio, t.warmup_ratio > 0),
+                                            ("train.grad_accum", t.grad_accum, t.grad_accum > 1)) if used]
+    if unread:
+        raise ConfigError(f"{', '.join(unread)} are not read by train.objective=reinforce (constant learning rate, "
+                          "one optimizer step per batch of train.rl.batch_prompts prompts, train.rl.iterations steps); "
+                          "remove them.")
+    if cfg.analysis.get("rank_every") is not None or cfg.analysis.tsd_reference is not None:
+        raise ConfigError("analysis.rank_every / analysis.tsd_reference run as HF Trainer callbacks, which "
+                          "train.objective=reinforce does not run; drop them for this objective.")
+    if build_method(cfg.method.name, **method_kwargs(cfg)).callbacks():
+        ok = [n for n in REGISTRY if not build_method(n).callbacks()]
+        raise ConfigError(f"method={cfg.method.name} drives its update through HF Trainer callbacks, which "
+                          "train.objective=reinforce does not run: the run would silently train another method. Use "
+                          f"one of method={ok} with this objective, or train.objective=next_token.")
 
 
 def _validate_instruct(cfg: DictConfig) -> None:

@@ -23,6 +23,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
 
 
+class RLOptions(_Strict):
+    """``train.rl``: the REINFORCE objective's options (read only with ``train.objective=reinforce``)."""
+
+    iterations: int = Field(ge=1)
+    batch_prompts: int = Field(ge=1)
+    sampling: Literal["greedy", "sample"]
+    temperature: float = Field(gt=0.0, le=10.0)
+    max_new_tokens: int = Field(ge=1)
+    kl_coef: float = Field(ge=0.0)
+    kl_form: Literal["paper", "official"]
+    eval_every: int = Field(ge=1)
+    select_start: bool
+
+
 class TrainOptions(_Strict):
     lr: float = Field(gt=0, le=1.0)
     epochs: float | None = Field(default=None, ge=0)
@@ -45,6 +59,8 @@ class TrainOptions(_Strict):
     save_total_limit: int | None = Field(default=None, ge=1)
     deepspeed: Literal["zero2", "zero3"] | None = None
     num_threads: int | None = Field(default=None, ge=1)
+    objective: Literal["next_token", "reinforce"] = "next_token"
+    rl: RLOptions
 
     @model_validator(mode="after")
     def _length(self) -> TrainOptions:
@@ -71,7 +87,9 @@ class TaskOptions(BaseModel):
     source: Literal["embedded", "hub", "local"]
     path: str | None = None
     n_train: int | None = Field(default=None, ge=1)
+    n_valid: int | None = Field(default=None, ge=0)  # family t2 (validation split); ignored by the others
     n_test: int | None = Field(default=None, ge=1)
+    n_valid: int | None = Field(default=None, ge=1)
 
 
 class ModelOptions(BaseModel):

@@ -27,7 +27,7 @@ from spectune.errors import ConfigError, RunFolderExistsError, RunFolderMismatch
 from spectune.methods import Method, build_method, trainable_parameters
 from spectune.training.artifacts import load_base, load_trained, model_kind
 from spectune.training.events import EventCallback, EventLogger
-from spectune.training.features import causal_lm_features, encoder_features
+from spectune.training.features import causal_lm_features, encoder_features, t2_features
 from spectune.training.run_folder import (
     RunFolder,
     environment,
@@ -61,12 +61,15 @@ def init_distributed() -> None:
 
 def setup_data(cfg: DictConfig) -> TaskSplits:
     return load_task(cfg.task.name, source=cfg.task.source, n_train=cfg.task.n_train, n_test=cfg.task.n_test,
-                     seed=cfg.seed, path=cfg.task.path)
+                     seed=cfg.seed, path=cfg.task.path, n_valid=cfg.task.get("n_valid"))
 
 
 def optimizer_steps(cfg: DictConfig, n_train: int) -> int:
-    """The run's number of optimizer steps, as the HF Trainer counts them (max_steps, else epochs × steps/epoch)."""
+    """The run's number of optimizer steps: ``train.rl.iterations`` for ``objective=reinforce``, else as the HF
+    Trainer counts them (max_steps, else epochs × steps/epoch)."""
     t = cfg.train
+    if t.get("objective") == "reinforce":
+        return int(t.rl.iterations)
     if t.max_steps and t.max_steps > 0:
         return int(t.max_steps)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -88,6 +91,9 @@ def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, A
 
 
 def build_features(cfg: DictConfig, records, tok) -> list[dict[str, Any]]:
+    """Tokenised training features of ``records`` for the next-token objective (by task family and model kind)."""
+    if cfg.task.family == "t2":  # the official prompt and the gold answer, not LLM-Adapters' template
+        return t2_features(records, tok, cfg.train.max_length, cfg.train.train_on_inputs)
     if model_kind(cfg) == "causal_lm":
         return causal_lm_features(records, tok, cfg.train.max_length, cfg.train.train_on_inputs)
     return encoder_features(records, tok, cfg.train.max_length)
