@@ -130,9 +130,6 @@ def validate(cfg: DictConfig) -> None:
                           f"llama3_8b_instruct, …); model={cfg.model.name} is a {cfg.model.family}.")
     if family == "instruct":
         _validate_instruct(cfg)
-    if family == "t2" and cfg.model.family != "causal_lm":
-        raise ConfigError(f"Transformer² task '{cfg.task.name}' generates answers and needs a causal LM (model=smollm2, "
-                          f"llama3_8b_instruct, …); model={cfg.model.name} is a {cfg.model.family}.")
     t = cfg.train
     if cfg.analysis.tsd_reference is not None:
         if method.cls.update_form != "lowrank":

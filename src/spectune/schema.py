@@ -89,7 +89,6 @@ class TaskOptions(BaseModel):
     n_train: int | None = Field(default=None, ge=1)
     n_valid: int | None = Field(default=None, ge=0)  # family t2 (validation split); ignored by the others
     n_test: int | None = Field(default=None, ge=1)
-    n_valid: int | None = Field(default=None, ge=1)
 
 
 class ModelOptions(BaseModel):

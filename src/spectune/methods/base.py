@@ -8,6 +8,8 @@ notebook or another trainer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -99,6 +101,25 @@ class Method(ABC):
     def rank(self) -> int | None:
         """The adapter rank, or ``None`` for methods without one (full fine-tuning)."""
         return None
+
+    # ------------------------------------------------------------------------------------------ objectives
+    @contextmanager
+    def base_model_context(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Inside the block, ``model`` computes the base policy π_base: the method's update switched off.
+
+        Used by ``objective=reinforce`` for the KL term λ·KL(π_θ ‖ π_base) (Transformer², §3.2); the update is back
+        on when the block ends, even on an error. Default: PEFT's ``model.disable_adapter()`` (the adapter layers
+        pass W x through unchanged); a method whose update lives elsewhere overrides this (SVF: σ in place of
+        σ ⊙ z). Raises ``NotImplementedError`` where the base cannot be recovered from the trained model (full
+        fine-tuning keeps no copy of W_0).
+        """
+        disable = getattr(model, "disable_adapter", None)
+        if disable is None:
+            raise NotImplementedError(
+                f"method={self.name} cannot switch its update off to compute the base policy (the model has no "
+                "PEFT adapter to disable and the method keeps no copy of the base weights).")
+        with disable():
+            yield model
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:

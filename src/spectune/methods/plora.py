@@ -35,6 +35,8 @@ import json
 import logging
 import math
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +200,16 @@ class PeriodicLoRA(LoRA):
             parts = [*self.factors.get(base_name(name), []), lora_factors(layer)]
             out[base_name(name)] = (torch.cat([b for b, _ in parts], 1), torch.cat([a for _, a in parts], 0))
         return out
+
+    @contextmanager
+    def base_model_context(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The base policy is W_0: disabling the live adapter is enough only before the first unload (afterwards W
+        holds the merged stages, so this refuses rather than return W_0 + Σ stages as the "base")."""
+        if self.stages:
+            raise NotImplementedError(f"method={self.name} has merged {len(self.stages)} stage(s) into W; the base "
+                                      "weights W_0 are not kept, so the base policy cannot be computed.")
+        with super().base_model_context(model):
+            yield model
 
     # ------------------------------------------------------------------------------------------------ persistence
     def stage_tensors(self) -> dict[str, torch.Tensor]:

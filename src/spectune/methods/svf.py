@@ -30,6 +30,8 @@ import hashlib
 import json
 import types
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -491,6 +493,25 @@ class SVF(Method):
         if meta is not None:
             meta["mapping"] = "identity"
             meta["form"] = "paper" if not meta["rescale"] else "custom"
+
+    # ----------------------------------------------------------------------------------------------- objectives
+    @contextmanager
+    def base_model_context(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Inside the block every SVF layer computes W = U diag(σ) Vᵀ (z's effect off: the paper's z = 1, the
+        official form without its Σσ rescale, which is then 1), the base policy π_base of the KL term; z itself is
+        not touched, so its gradient and optimizer state are unaffected. W equals the original weight up to the
+        fp32 SVD's rounding."""
+        layers = [layer for _, layer in svf_layers(model)]
+        if not layers:
+            raise ValueError("This model carries no SVF layers; attach SVF (or load an expert) first.")
+        before = [layer.base_only for layer in layers]
+        try:
+            for layer in layers:
+                layer.base_only = True
+            yield model
+        finally:
+            for layer, flag in zip(layers, before, strict=True):
+                layer.base_only = flag
 
     # ----------------------------------------------------------------------------------------------- analyses
     def update_factors(self, model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -96,6 +96,8 @@ class SVFLinear(nn.Module):
             bias.requires_grad_(False)
         self.bias = bias
         self.mapping, self.max_mult, self.rescale = mapping, float(max_mult), bool(rescale)
+        # True inside SVF.base_model_context: s = σ (z switched off), i.e. the base W = U diag(σ) Vᵀ.
+        self.base_only = False
 
     def multipliers(self) -> torch.Tensor:
         """The paper's z (float32, or float64 for a float64 layer): p, or sigmoid(p)·max_mult."""
@@ -103,8 +105,11 @@ class SVFLinear(nn.Module):
         return p if self.mapping == "identity" else torch.sigmoid(p) * self.max_mult
 
     def scale(self) -> torch.Tensor:
-        """s = σ ⊙ z, times Σσ / Σ(σ ⊙ z) when ``rescale`` (at least float32, differentiable in z)."""
+        """s = σ ⊙ z, times Σσ / Σ(σ ⊙ z) when ``rescale`` (at least float32, differentiable in z); s = σ (the base
+        weight, no dependence on z) while ``base_only`` is set."""
         sigma = at_least_fp32(getattr(self, S_BUF))
+        if self.base_only:
+            return sigma
         s = sigma * self.multipliers()
         if self.rescale:
             s = s * (sigma.sum() / s.sum())

@@ -39,3 +39,35 @@ def causal_lm_features(records: Sequence[Record], tokenizer: Any, max_length: in
             labels[:n_prompt] = [-100] * min(n_prompt, len(labels))
         feats.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
     return feats
+
+
+def t2_features(records: Sequence[Record], tokenizer: Any, max_length: int,
+                train_on_inputs: bool = False) -> list[dict[str, Any]]:
+    """Transformer²'s next-token objective (the paper's SFT ablation, Table 4 rows 4, 6, 7): the official prompt
+    (:func:`spectune.data.t2_tasks.build_prompt`: chat template, system text, pre-fill) then the gold continuation
+    (:func:`~spectune.data.t2_tasks.gold_continuation`) and EOS.
+
+    Tokenised as the gold bits per byte are scored (:func:`spectune.evaluation.likelihood.encode_pair`, no added
+    special tokens: the template has its own), so the tokens trained on are the tokens scored. The prompt is masked
+    with -100 unless ``train_on_inputs``. A pair longer than ``max_length`` loses the end of its target; a prompt that
+    leaves no target token within ``max_length`` is an error naming the length needed.
+    """
+    from spectune.data.t2_tasks import sft_pair
+    from spectune.evaluation.likelihood import encode_pair
+
+    feats, short = [], []
+    for r in records:
+        prompt, target = sft_pair(r, tokenizer)
+        p_ids, t_ids = encode_pair(tokenizer, prompt, target)
+        t_ids = [*t_ids, tokenizer.eos_token_id]
+        if len(p_ids) >= max_length:
+            short.append(len(p_ids))
+            continue
+        ids = (p_ids + t_ids)[:max_length]
+        labels = list(ids) if train_on_inputs else [-100] * len(p_ids) + ids[len(p_ids):]
+        feats.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    if short:
+        raise ValueError(f"train.max_length={max_length} leaves no target token for {len(short)} of {len(records)} "
+                         f"{records[0].task} records (prompts of up to {max(short)} tokens); set train.max_length >= "
+                         f"{max(short) + 64} (the prompt, the gold answer's first tokens and EOS).")
+    return feats
