@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from spectune.methods import build_method
-from spectune.methods.svf import EXPERT_FILE, SVF, SvfSpec, read_expert, svf_layers
+from spectune.methods.svf import EXPERT_FILE, SVF, SvfSpec, read_expert, sample_indices, svf_layers
 from spectune.methods.svf_layer import S_BUF, U_BUF, VH_BUF, SVFLinear, Z, svf_matmul
 from spectune.spectral import SVDCache, svd
 
@@ -304,6 +304,14 @@ def test_mixtures_set_z_of_every_layer(smollm2, tmp_path, svd_root) -> None:
         SVF.set_z(model, {name: mix[name]})
 
 
+def test_fingerprint_samples_stay_inside_large_matrices() -> None:
+    """An 8B MLP matrix has 58,720,256 entries: a float32 linspace would index one past the end."""
+    for numel in (1, 7, 4096, 4097, 4096 * 14336):
+        idx = sample_indices(numel)
+        assert idx[0] == 0 and idx[-1] == numel - 1 and len(idx) == min(4096, numel)
+        assert bool((idx[1:] > idx[:-1]).all())
+
+
 def test_spec_and_target_errors_name_the_fix(tmp_path, svd_root) -> None:
     with pytest.raises(ValueError, match="method.form='dense'"):
         SvfSpec(form="dense")
@@ -388,15 +396,15 @@ def test_cli_next_token_training_lowers_the_loss(tmp_path) -> None:
     import sys
 
     cmd = [sys.executable, "-m", "spectune.train", "model=smollm2", "model.num_layers=2", "task=plora/gsm8k",
-           "task.n_train=8", "task.n_test=2", "method=svf", "train.epochs=4", "train.batch_size=8",
-           "train.max_length=128", "train.lr=1e-2", "train.logging_steps=1", "logger=disabled",
+           "task.n_train=4", "task.n_test=2", "method=svf", "train.epochs=3", "train.batch_size=4",
+           "train.max_length=96", "train.lr=1e-2", "train.logging_steps=1", "logger=disabled",
            f"runs_root={tmp_path}", "export_merged=false"]
     done = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "single" / "smollm2" / "svf-paper-mlp" / "gsm8k" / "seed0"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["train_steps"] == 4
+    assert summary["status"] == "finished" and summary["train_steps"] == 3
     assert summary["train_loss_last"] < summary["train_loss_first"]
     assert summary["trainable_params"] == 6 * 576  # one z per MLP matrix of 2 blocks, k = 576
     assert (run / "adapter" / EXPERT_FILE).exists()

@@ -120,6 +120,13 @@ def _stored_z(layer: SVFLinear) -> torch.Tensor:
         return p.detach().float().cpu().clone()
 
 
+def sample_indices(numel: int, n: int = FINGERPRINT_SAMPLES) -> torch.Tensor:
+    """min(n, numel) evenly spaced indices into a flat tensor of ``numel`` entries, first and last included
+    (integer arithmetic: exact for any size, where a float32 ``linspace`` overshoots past 2²⁴ entries)."""
+    m = min(n, numel)
+    return torch.arange(m, dtype=torch.int64) * (numel - 1) // max(m - 1, 1)
+
+
 def weights_fingerprint(model: nn.Module, names: list[str]) -> str:
     """blake2b of each named matrix's name, shape and up to 4,096 evenly spaced entries (as float32).
 
@@ -132,8 +139,7 @@ def weights_fingerprint(model: nn.Module, names: list[str]) -> str:
         w = modules[name].weight
         with gathered([w]):
             flat = w.detach().reshape(-1)
-            idx = torch.linspace(0, flat.numel() - 1, min(FINGERPRINT_SAMPLES, flat.numel())).round().long()
-            sample = flat[idx.to(flat.device)].float().cpu().contiguous()
+            sample = flat[sample_indices(flat.numel()).to(flat.device)].float().cpu().contiguous()
             h.update(f"{name}|{tuple(w.shape)}|".encode())
             h.update(memoryview(sample.numpy()).cast("B"))
     return h.hexdigest()
@@ -261,19 +267,17 @@ class SVF(Method):
         record (None: computed from ``model``). ``collective``: every rank calls this (``attach`` under several
         processes): rank 0 fills the SVD cache first; otherwise no collective is issued (a rank-0-only load).
         """
-        modules = dict(model.named_modules())
-        linears = [modules[n] for n in names]
-        for n, m in zip(names, linears, strict=True):
+        for n in names:
+            m = model.get_submodule(n)
             if type(m) is not nn.Linear:
                 raise ValueError(f"SVF adapts nn.Linear layers only; {n} is a {type(m).__name__}. Remove it from "
                                  "method.target_modules.")
         self._refuse_tied(model, names)
         record = base if base is not None else base_identity(model, names)
-        factors = self._svds(model, names, collective)
         mean, std = self.spec.initial()
-        for name, lin in zip(names, linears, strict=True):
-            f = factors[name]
-            w = lin.weight
+        # One matrix at a time, holding no reference to a replaced nn.Linear: its W is freed as its U, σ, Vᵀ arrive.
+        for name, f in self._svds(model, names, collective):
+            w = model.get_submodule(name).weight
             dev, dt = w.device, w.dtype
             k = int(f.S.numel())
             if zs is not None:
@@ -287,11 +291,11 @@ class SVF(Method):
                     g = torch.Generator().manual_seed(self.spec.seed * 1_000_003 + zlib.crc32(name.encode()))
                     z = z + std * torch.randn(k, generator=g)
             layer = SVFLinear(f.U.to(device=dev, dtype=dt), f.S.to(device=dev, dtype=torch.float32),
-                              f.Vh.to(device=dev, dtype=dt), lin.bias, z.to(dev), mapping=mapping,
-                              max_mult=max_mult, rescale=rescale)
+                              f.Vh.to(device=dev, dtype=dt), model.get_submodule(name).bias, z.to(dev),
+                              mapping=mapping, max_mult=max_mult, rescale=rescale)
             parent_name, _, child = name.rpartition(".")
-            setattr(modules[parent_name] if parent_name else model, child, layer)
-        del linears, factors
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+            del f, layer, w
         for p in model.parameters():
             p.requires_grad_(False)
         heads = self._heads(model, modules_to_save)
@@ -342,49 +346,37 @@ class SVF(Method):
             return torch.device("cuda") if torch.cuda.is_available() and weight.device.type == "cpu" else weight.device
         return weight.device if d == "weight" else torch.device(d)
 
-    def _svds(self, model: nn.Module, names: list[str], collective: bool = False) -> dict[str, SVD]:
-        """fp32 SVD of each named weight (on the CPU), from the disk cache when ``svd_cache``.
+    def _svds(self, model: nn.Module, names: list[str], collective: bool = False) -> Iterator[tuple[str, SVD]]:
+        """(name, fp32 SVD of its weight) one matrix at a time, from the disk cache when ``svd_cache``.
 
-        ``collective`` (all ranks call it): rank 0 fills the cache, the others read it after a barrier (one set of
-        factors for all); without the cache, rank 0's factors are broadcast.
+        Each SVD is computed on ``svd_device`` and left there (the caller moves it to the weight and drops it before
+        the next: never all of a model's factors at once). ``collective`` (all ranks call it, in the same order):
+        with the cache, rank 0 fills it and the others read it after a barrier (one set of factors for all);
+        without it, rank 0's factors are broadcast.
         """
-        modules = dict(model.named_modules())
         model_id = model_identity(model)
         multi = collective and distributed()
         rank = torch.distributed.get_rank() if multi else 0
         cache = None
         if self.spec.svd_cache:
             cache = self._svd_cache = self._svd_cache or SVDCache()
-
-        def compute() -> dict[str, SVD]:
-            out = {}
-            for name in names:
-                w = modules[name].weight
-                with gathered([w]):
-                    wd = w.detach().to(self._svd_device(w))
-                    f = cache.get(model_id, f"{name}.weight", wd) if cache is not None else svd(wd)
-                out[name] = f.to(device="cpu")
-            return out
-
-        if not multi:
-            return compute()
-        if cache is not None:
-            if rank == 0:
-                result = compute()
-                torch.distributed.barrier()
-            else:
-                torch.distributed.barrier()
-                result = compute()
-            return result
-        result = compute()
-        on_gpu = torch.distributed.get_backend() == "nccl"
-        for f in result.values():
-            for t in (f.U, f.S, f.Vh):
-                buf = t.cuda() if on_gpu else t
-                torch.distributed.broadcast(buf, src=0)
-                if on_gpu:
-                    t.copy_(buf.cpu())
-        return result
+        if multi and cache is not None and rank != 0:
+            torch.distributed.barrier()  # wait for rank 0 to fill the cache
+        for name in names:
+            w = model.get_submodule(name).weight
+            with gathered([w]):
+                wd = w.detach().to(self._svd_device(w))
+                f = cache.get(model_id, f"{name}.weight", wd) if cache is not None else svd(wd)
+            del w, wd
+            if multi and cache is None:
+                gpu = torch.distributed.get_backend() == "nccl"
+                bufs = [t.cuda() if gpu else t.contiguous() for t in (f.U, f.S, f.Vh)]
+                for b in bufs:
+                    torch.distributed.broadcast(b, src=0)
+                f = SVD(*bufs)
+            yield name, f
+        if multi and cache is not None and rank == 0:
+            torch.distributed.barrier()
 
     # ----------------------------------------------------------------------------------------------- save / load
     def save_adapter(self, model: nn.Module, folder: Path) -> None:
