@@ -408,3 +408,33 @@ def test_cli_next_token_training_lowers_the_loss(tmp_path) -> None:
     assert summary["train_loss_last"] < summary["train_loss_first"]
     assert summary["trainable_params"] == 6 * 576  # one z per MLP matrix of 2 blocks, k = 576
     assert (run / "adapter" / EXPERT_FILE).exists()
+
+
+def test_encoder_mlp_regex_and_the_classifier_head_travel_in_the_expert(tmp_path, svd_root) -> None:
+    """The encoders' ``mlp`` set (a regex in conf/model/minilm.yaml) picks intermediate.dense and each layer's own
+    output.dense, not attention.output.dense; with task_type SEQ_CLS the classifier head trains and is saved."""
+    import yaml
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from spectune.config import CONF_DIR
+
+    regex = yaml.safe_load((CONF_DIR / "model" / "minilm.yaml").read_text())["target_modules"]["mlp"]
+
+    def base():
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                         intermediate_size=48, vocab_size=50, num_labels=2)).eval()
+
+    method = svf(svd_root, target_modules=regex)
+    model = method.attach(base(), "SEQ_CLS")
+    assert [n for n, _ in svf_layers(model)] == [f"bert.encoder.layer.{i}.{m}" for i in (0, 1)
+                                                 for m in ("intermediate.dense", "output.dense")]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"classifier.weight", "classifier.bias"} < trainable and len(trainable) == 6
+    _perturb(model)
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)
+    x = {"input_ids": torch.arange(12).reshape(2, 6)}
+    method.save(model, tmp_path / "expert")
+    loaded = svf(svd_root).load_adapter(base(), tmp_path / "expert")
+    torch.testing.assert_close(loaded(**x).logits, model(**x).logits, rtol=0, atol=1e-6)
