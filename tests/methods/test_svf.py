@@ -231,6 +231,7 @@ def test_expert_round_trip_merge_and_update_factors(smollm2, tmp_path, form, svd
     assert not svf_layers(merged) and isinstance(merged.model.layers[0].mlp.gate_proj, nn.Linear)
     assert set(merged.state_dict()) == set(load().state_dict())
     assert not hasattr(merged, "_svf_meta") and svf_layers(model)  # the trained model is untouched
+    assert "save_pretrained" not in vars(merged)  # the class's own: the merged export saves whole weights
     torch.testing.assert_close(logits(merged, batch), trained, rtol=0, atol=1e-4)
 
     # ΔW = W' − W as factors (B, A): equal to the dense difference, against the original weights.
