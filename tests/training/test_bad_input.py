@@ -64,6 +64,20 @@ REFUSED = [
     (["method=full", "analysis.tsd_reference=runs/x"], "update is dense"),
     (["model=smollm2"], "needs an encoder model"),
     (["train.precision=fp16", "model.dtype=bfloat16"], "mixes half formats"),
+    # train.objective=reinforce (Transformer²'s REINFORCE): a task with a reward, one process, no resume, a validation
+    # split, no Trainer callbacks, only the options it reads.
+    (["train.objective=policy"], "train.objective='policy'"), (["train.rl.iterations=0"], "train.rl.iterations=0"),
+    (["train.rl.kl_coef=-0.1"], "train.rl.kl_coef=-0.1"), (["train.rl.sampling=beam"], "train.rl.sampling='beam'"),
+    (["train.rl.temperature=0"], "train.rl.temperature=0"), (["train.rl.kl_form=js"], "train.rl.kl_form='js'"),
+    (["train.objective=reinforce"], "needs a task with a reward function"),
+    (["model=smollm2", "task=t2/arc_easy", "train.objective=reinforce", "train.deepspeed=zero2"],
+     "drop train.deepspeed=zero2"),
+    (["model=smollm2", "task=t2/arc_easy", "train.objective=reinforce", "resume=true"], "cannot resume"),
+    (["model=smollm2", "task=t2/arc_easy", "train.objective=reinforce", "method=lora_dash"], "Trainer callbacks"),
+    (["model=smollm2", "task=t2/math", "train.objective=reinforce"], "task.n_valid=0"),
+    (["model=smollm2", "task=t2/arc_easy", "train.objective=reinforce", "train.precision=fp16"], "no fp16"),
+    (["model=smollm2", "task=t2/arc_easy", "train.objective=reinforce", "train.warmup_steps=5"], "not read by"),
+    (["model=smollm2", "task=t2/arc_easy", "train.objective=reinforce", "analysis.rank_every=5"], "Trainer callbacks"),
 ]
 
 # The last accepted values at each bound: these validate.
@@ -72,6 +86,9 @@ ACCEPTED = [
     ["train.max_steps=-1"], ["train.lr=1.0"], ["seed=0"], ["seed=4294967295"], ["method.dropout=0"],
     ["method.dropout=1.0"], ["method=plora", "method.momentum=0.0"], ["method=plora", "method.momentum=0.99"],
     ["method=lora_dash", "method.t=1"], ["task.n_test=1"], ["run_tag=-lr1e-3_b2"], ["train.save_total_limit=null"],
+    ["model=smollm2", "task=t2/arc_easy", "train.objective=reinforce", "method=svf", "train.rl.kl_coef=0.3"],
+    ["model=smollm2", "task=t2/arc_easy", "train.objective=reinforce", "method=lora", "method.r=16",
+     "method.alpha=32"], ["model=smollm2", "task=t2/math"], ["model=smollm2", "task=t2/gsm8k", "method=svf"],
 ]
 
 

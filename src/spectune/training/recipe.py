@@ -2,9 +2,12 @@
 
 Steps (torchtune-style ``_setup_*``), each failing with a clear message before any training on bad input:
 1. validate the config; 2. load the task's data; 3. load the model and attach the method (target modules and rank
-checked); 4. write config, environment and carve-out indices into the run folder; 5. train with HF Trainer
-(checkpoints for resume, events to metrics.jsonl / W&B / console); 6. save the adapter and the merged export;
-7. evaluate from the saved artefacts (so what is scored is what was saved); 8. write summary.json last.
+checked); 4. write config, environment and carve-out indices into the run folder; 5. train by the objective
+(``train.objective``): ``next_token`` with the HF Trainer (checkpoints for resume), ``reinforce`` with Transformer²'s
+policy gradient (:mod:`spectune.training.reinforce`; the state with the best validation score is kept); events to
+metrics.jsonl / W&B / console either way; 6. save the adapter (the method's ``save_adapter`` + ``save_extras``) and
+the merged export; 7. evaluate from the saved artefacts (so what is scored is what was saved); 8. write summary.json
+last. Nothing here branches on a method's name.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -207,8 +212,6 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -
 
 
 def _run_cell(cfg: DictConfig, folder: RunFolder, mode: str, t0: float) -> dict[str, Any]:
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
-
     run_dir = folder.path
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -233,51 +236,19 @@ def _run_cell(cfg: DictConfig, folder: RunFolder, mode: str, t0: float) -> dict[
     summary: dict[str, Any] = {}
     try:
         events.log("start", step=0, resume=mode == "resume", trainable_params=n_trainable, total_params=n_total,
-                   n_train=len(splits.train), n_test=len(splits.test))
-        train_feats = build_features(cfg, splits.train, tok)
-        if model_kind(cfg) == "causal_lm":
-            collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
+                   n_train=len(splits.train), n_test=len(splits.test), objective=cfg.train.objective)
+        if cfg.train.objective == "reinforce":
+            trained = _train_reinforce(cfg, run_dir, model, tok, method, splits, events)
         else:
-            collator = DataCollatorWithPadding(tok)
-        args = training_arguments(cfg, run_dir)
-        if model_kind(cfg) == "sequence_classification":
-            # The Trainer reads a ``**kwargs`` forward (PEFT wrappers, transformers 5 models) as "computes its own
-            # loss normalisation from num_items_in_batch"; classifiers do not, and the Trainer would then skip the
-            # gradient-accumulation division and multiply the loss by the world size (2x gradients and logged loss
-            # on 2 ranks). Declare the truth.
-            getattr(model, "get_base_model", lambda: model)().accepts_loss_kwargs = False
-        callbacks = [EventCallback(events), *method.callbacks(events.log)]
-        if cfg.analysis.get("rank_every") is not None:  # all ranks: gathering ZeRO-3 weights is collective
-            from spectune.training.rank_tracking import UpdateRankTracker
-
-            # Full FT has no adapter: track the matrices the method's target set would adapt (method.targets).
-            targets = cfg.method.get("target_modules") or cfg.model.target_modules[cfg.method.get("targets", "default")]
-            callbacks.append(UpdateRankTracker(method, cfg.analysis.rank_every, events.log, run_dir=run_dir,
-                                               target_modules=list(targets), is_main=main))
-        if cfg.analysis.tsd_reference is not None and main:
-            from spectune.training.tsd_tracking import TSDTracker
-
-            callbacks.append(TSDTracker(Path(cfg.analysis.tsd_reference), cfg.analysis.tsd_every, events.log,
-                                        model_id=cfg.model.name_or_path, method=method))
-        trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=collator,
-                          callbacks=callbacks)
-        resume_from = last_checkpoint(run_dir) if mode == "resume" else None
-        if resume_from is not None and main:
-            folder.drop_replaced_events(int(resume_from.name.split("-")[-1]))
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+            trained = _train_next_token(cfg, folder, mode, model, tok, method, splits, events)
         record = method.run_record(model)  # what the method decided (LoRA-Dash's S, PLoRA's stages)
         if record is not None:
             if main:
                 write_json(run_dir / "method_record.json", record)
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank's own view, to check they agree
                 write_json(run_dir / f"method_record.rank{os.environ.get('RANK', '0')}.json", record)
-        # Save what was learned; under ZeRO-3 the Trainer gathers the partitioned weights for this.
-        save_dir = run_dir / method.artifact
-        trainer.save_model(str(save_dir))
-        if main:
-            tok.save_pretrained(str(save_dir))
-            method.save_extras(getattr(trainer.model, "module", trainer.model), save_dir)
+        # Save what was learned (the method's files: save_adapter + save_extras) and the tokenizer.
+        trained.save(run_dir / method.artifact)
         _barrier()
         metrics: dict[str, Any] = {}
         if cfg.train.deepspeed:
@@ -287,16 +258,17 @@ def _run_cell(cfg: DictConfig, folder: RunFolder, mode: str, t0: float) -> dict[
 
             unset_hf_deepspeed_config()
         if main:
-            del trainer, model
+            steps, losses, extra = trained.steps, trained.losses, trained.summary
+            del trained, model
             metrics = _evaluate_saved(cfg, run_dir, splits, method, tok, export=cfg.export_merged)
             write_json(run_dir / "eval_results.json", metrics)
             summary = {
                 "status": "finished", "model": cfg.model.name, "method": cfg.method.name,
                 "method_label": cfg.method.label, "task": cfg.task.name, "scale": cfg.scale_name, "seed": cfg.seed,
                 "rank": method.rank(), "commit": env["git"]["commit"],
-                "runtime_s": round(time.time() - t0, 1), "train_steps": result.global_step,
+                "runtime_s": round(time.time() - t0, 1), "objective": cfg.train.objective, "train_steps": steps,
                 "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-                "trainable_params": n_trainable, "total_params": n_total,
+                "trainable_params": n_trainable, "total_params": n_total, **extra,
                 "metrics": metrics, "error": None,
             }
             events.summary({k: v for k, v in summary.items() if k != "metrics"} | _flat(metrics))
@@ -308,6 +280,86 @@ def _run_cell(cfg: DictConfig, folder: RunFolder, mode: str, t0: float) -> dict[
         return summary
     finally:
         events.close()
+
+
+@dataclass
+class _Trained:
+    """What an objective hands back to the recipe: optimizer steps, the loss per logged step, how to write the
+    method's state (``save(<run>/<method.artifact>)``) and objective-specific summary fields."""
+
+    steps: int
+    losses: list[float]
+    save: Callable[[Path], None]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _train_next_token(cfg: DictConfig, folder: RunFolder, mode: str, model: torch.nn.Module, tok: Any,
+                      method: Method, splits: TaskSplits, events: EventLogger) -> _Trained:
+    """``train.objective=next_token``: the HF Trainer on the task's tokenised targets (DeepSpeed, checkpoints and
+    resume, the method's callbacks and the analyses' trackers)."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer
+
+    run_dir, main = folder.path, is_main_process()
+    train_feats = build_features(cfg, splits.train, tok)
+    if model_kind(cfg) == "causal_lm":
+        collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
+    else:
+        collator = DataCollatorWithPadding(tok)
+    args = training_arguments(cfg, run_dir)
+    if model_kind(cfg) == "sequence_classification":
+        # The Trainer reads a ``**kwargs`` forward (PEFT wrappers, transformers 5 models) as "computes its own
+        # loss normalisation from num_items_in_batch"; classifiers do not, and the Trainer would then skip the
+        # gradient-accumulation division and multiply the loss by the world size (2x gradients and logged loss
+        # on 2 ranks). Declare the truth.
+        getattr(model, "get_base_model", lambda: model)().accepts_loss_kwargs = False
+    callbacks = [EventCallback(events), *method.callbacks(events.log)]
+    if cfg.analysis.get("rank_every") is not None:  # all ranks: gathering ZeRO-3 weights is collective
+        from spectune.training.rank_tracking import UpdateRankTracker
+
+        # Full FT has no adapter: track the matrices the method's target set would adapt (method.targets).
+        targets = cfg.method.get("target_modules") or cfg.model.target_modules[cfg.method.get("targets", "default")]
+        callbacks.append(UpdateRankTracker(method, cfg.analysis.rank_every, events.log, run_dir=run_dir,
+                                           target_modules=list(targets), is_main=main))
+    if cfg.analysis.tsd_reference is not None and main:
+        from spectune.training.tsd_tracking import TSDTracker
+
+        callbacks.append(TSDTracker(Path(cfg.analysis.tsd_reference), cfg.analysis.tsd_every, events.log,
+                                    model_id=cfg.model.name_or_path, method=method))
+    trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=collator,
+                      callbacks=callbacks)
+    resume_from = last_checkpoint(run_dir) if mode == "resume" else None
+    if resume_from is not None and main:
+        folder.drop_replaced_events(int(resume_from.name.split("-")[-1]))
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    def save(save_dir: Path) -> None:
+        # Under ZeRO-3 the Trainer gathers the partitioned weights for this (collective: every rank calls it).
+        trainer.save_model(str(save_dir))
+        if main:
+            tok.save_pretrained(str(save_dir))
+            method.save_extras(getattr(trainer.model, "module", trainer.model), save_dir)
+
+    return _Trained(result.global_step, losses, save)
+
+
+def _train_reinforce(cfg: DictConfig, run_dir: Path, model: torch.nn.Module, tok: Any, method: Method,
+                     splits: TaskSplits, events: EventLogger) -> _Trained:
+    """``train.objective=reinforce`` (:mod:`spectune.training.reinforce`): the model ends holding the state with the
+    best validation score, which is what gets saved; the curve is in ``rl_curve.json``."""
+    from spectune.training.reinforce import CURVE_FILE, RLSettings, reward_task, train_reinforce
+
+    task = reward_task(cfg.task.family, splits.spec.name, tok)
+    result = train_reinforce(model, tok, method, splits.train, splits.validation, task,
+                             RLSettings.from_config(cfg), run_dir=run_dir, log_event=events.log)
+
+    def save(save_dir: Path) -> None:
+        method.save(model, save_dir)  # save_adapter + save_extras: the files the Trainer path writes
+        tok.save_pretrained(str(save_dir))
+
+    return _Trained(result.iterations, result.losses, save,
+                    {"rl": {"best_iteration": result.best_iteration, f"best_valid_{task.metric}": result.best_score,
+                            "n_valid": len(splits.validation), "curve": CURVE_FILE}})
 
 
 def _flat(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -125,12 +125,23 @@ class T2RewardTask:
 
     def validate(self, model: nn.Module, records: Sequence[Record], max_new_tokens: int,
                  batch_size: int) -> dict[str, Any]:
-        """Greedy exact match (the selection score) and gold bits per byte of ``records``."""
-        from spectune.evaluation.t2_scoring import score_t2
+        """Greedy exact match (the selection score, as the official evaluation decodes: greedy, stop strings), the
+        mean reward, and the gold answers' bits per byte of ``records`` (a continuous companion for the curve)."""
+        from spectune.data.t2_tasks import gold_continuation
+        from spectune.evaluation.likelihood import score_gold
+        from spectune.evaluation.t2_scoring import check_completions, generate_greedy
 
-        score = score_t2(model, self.tokenizer, self.task, records, generate=True, max_new_tokens=max_new_tokens,
-                         batch_size=batch_size)
-        return {k: v for k, v in score.metrics().items() if k not in ("max_new_tokens", "generation_seconds")}
+        prompts = self.prompts(records)
+        completions = generate_greedy(model, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size)
+        verdicts = check_completions(records, completions)
+        gold = score_gold(model, self.tokenizer, prompts, [gold_continuation(r) for r in records],
+                          batch_size=batch_size)
+        n = len(records)
+        return {"n": n, "exact_match": sum(v.correct for v in verdicts) / n,
+                "mean_reward": sum(v.reward for v in verdicts) / n,
+                "n_no_prediction": sum(v.prediction is None and not v.status for v in verdicts),
+                "bits_per_byte": gold.bits_per_byte}
 
 
 def reward_task(family: str, task: str, tokenizer: Any) -> T2RewardTask:
