@@ -439,3 +439,35 @@ def test_encoder_mlp_regex_and_the_classifier_head_travel_in_the_expert(tmp_path
     method.save(model, tmp_path / "expert")
     loaded = svf(svd_root).load_adapter(base(), tmp_path / "expert")
     torch.testing.assert_close(loaded(**x).logits, model(**x).logits, rtol=0, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_layer_eager_and_compiled_follow_the_float64_dense_formula(dtype, compiled) -> None:
+    """One LLaMA-3-8B down-shaped layer (official form) on the GPU against the float64 dense official formula.
+
+    Measured on an H200 (4096 × 14336, batch 2 × 512): relative error of y, dx, dz 1.5e-6 (fp32, eager and
+    compiled), 4.4e-3 (bf16 eager), 4.1e-3 (bf16 compiled)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    g = torch.Generator("cuda").manual_seed(0)
+    W = torch.randn(4096, 14336, dtype=torch.float64, device="cuda", generator=g) / 120
+    f = svd(W, dtype=torch.float64)
+    p = 0.1 + 0.01 * torch.randn(4096, dtype=torch.float64, device="cuda", generator=g)
+    x = torch.randn(2, 512, 14336, dtype=torch.float64, device="cuda", generator=g)
+    gy = torch.randn(2, 512, 4096, dtype=torch.float64, device="cuda", generator=g)
+    pz = p.float().double().requires_grad_(True)  # z as the layer stores it (fp32)
+    dense = official_dense(f.U, f.S, f.Vh, pz)
+    xd = x.clone().requires_grad_(True)
+    yd = xd @ dense.mT
+    yd.backward(gy)
+    layer = SVFLinear(f.U.to(dtype), f.S.float(), f.Vh.to(dtype), None, p.float(), mapping="sigmoid",
+                      rescale=True).cuda()
+    run = torch.compile(layer, fullgraph=True) if compiled else layer
+    xx = x.to(dtype).requires_grad_(True)
+    y = run(xx)
+    y.backward(gy.to(dtype))
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for got, want in [(y, yd), (xx.grad, xd.grad), (getattr(layer, Z).grad, pz.grad)]:
+        assert ((got.double() - want).norm() / want.norm()).item() < tol
