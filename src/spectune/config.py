@@ -112,6 +112,9 @@ def validate(cfg: DictConfig) -> None:
         method.make_spec(**method_kwargs(cfg))  # the spec's own range checks, before any model is loaded
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
+    if cfg.train.weight_decay > 0 and not method.cls.weight_decay_ok:
+        raise ConfigError(f"train.weight_decay={cfg.train.weight_decay} with method={cfg.method.name}: decoupled decay "
+                          "pulls its trainable parameters towards 0 (for SVF: W' towards 0). Set train.weight_decay=0.")
     if cfg.task.name not in TASKS:
         raise ConfigError(f"Unknown task '{cfg.task.name}'. Known tasks: {sorted(TASKS)}.")
     family = cfg.task.family

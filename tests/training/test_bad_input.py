@@ -62,6 +62,7 @@ REFUSED = [
     (["method=plora", "method.prune_keep=0"], "method.prune_keep=0"),
     (["method=plora", "method.moments=forget"], "method.moments='forget'"),
     (["method=full", "analysis.tsd_reference=runs/x"], "update is dense"),
+    (["method=svf", "train.weight_decay=0.01"], "train.weight_decay=0.01 with method=svf"),
     (["model=smollm2"], "needs an encoder model"),
     (["train.precision=fp16", "model.dtype=bfloat16"], "mixes half formats"),
     # train.objective=reinforce (Transformer²'s REINFORCE): a task with a reward, one process, no resume, a validation

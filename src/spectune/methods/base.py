@@ -26,6 +26,7 @@ class Method(ABC):
 
     - ``artifact``: the run-folder sub-folder its saved state goes to: ``"adapter"`` (PEFT's files plus the
       method's extras, loaded onto the base model by :meth:`load_adapter`) or ``"merged"`` (whole weights).
+    - ``weight_decay_ok``: whether ``train.weight_decay > 0`` is meaningful for its trainable parameters.
     - ``update_form``: how :meth:`update_factors` gives the accumulated update ΔW = W_now − W_0: ``"lowrank"``
       (factors B, A with ΔW = B A) or ``"dense"`` (no factors: analyses read W_now − W_0 against a snapshot).
     """
@@ -33,6 +34,8 @@ class Method(ABC):
     name: ClassVar[str] = "base"
     artifact: ClassVar[str] = "adapter"
     update_form: ClassVar[Literal["lowrank", "dense"]] = "lowrank"
+    # False when decoupled weight decay would corrupt the method's parameters (SVF's z decays towards 0, so W' → 0).
+    weight_decay_ok: ClassVar[bool] = True
 
     @abstractmethod
     def attach(self, model: nn.Module, task_type: str | None) -> nn.Module:

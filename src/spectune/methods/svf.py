@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -231,6 +231,8 @@ class SVF(Method):
     """SVF. Life cycle: ``attach`` (replace targets by SVF layers) → train z → ``save_adapter`` (the expert) →
     ``load_adapter`` / ``merged``. No callbacks: nothing is scheduled during training.
     """
+
+    weight_decay_ok: ClassVar[bool] = False  # AdamW's decay would shrink z, i.e. W' = U diag(σ⊙z) Vᵀ towards 0
 
     def __init__(self, spec: SvfSpec | None = None, svd_cache: SVDCache | None = None):
         spec = spec if spec is not None else SvfSpec()

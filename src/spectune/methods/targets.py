@@ -15,7 +15,7 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
-def _matches(name: str, targets: Sequence[str] | str) -> bool:
+def matches(name: str, targets: Sequence[str] | str) -> bool:
     """PEFT's rule: a list entry matches a module name equal to it or ending in ``.entry``; a string is a regex."""
     if isinstance(targets, str):
         return re.fullmatch(targets, name) is not None
@@ -26,11 +26,11 @@ def resolve_targets(model: nn.Module, targets: Sequence[str] | str) -> list[nn.L
     """Return the linear layers ``targets`` selects; raise ``ValueError`` naming the fix if some select none."""
     names = linear_module_names(model)
     if isinstance(targets, str):
-        chosen = [n for n in names if _matches(n, targets)]
+        chosen = [n for n in names if matches(n, targets)]
         missing = [] if chosen else [targets]
     else:
-        chosen = [n for n in names if _matches(n, targets)]
-        missing = [t for t in targets if not any(_matches(n, [t]) for n in names)]
+        chosen = [n for n in names if matches(n, targets)]
+        missing = [t for t in targets if not any(matches(n, [t]) for n in names)]
     if missing or not chosen:
         suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
         raise ConfigError(

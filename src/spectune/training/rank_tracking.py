@@ -28,14 +28,15 @@ from transformers import TrainerCallback
 
 from spectune.io import write_json_atomic
 from spectune.methods.optim_state import editable
+from spectune.methods.targets import matches
 from spectune.spectral import rank_stats, rank_stats_lowrank
 
 KEEP_SIGMAS = 64  # singular values kept per matrix in the logs (the spectrum's head; ranks use all of them)
 
 
-def _target_linears(model: nn.Module, target_modules: list[str]) -> list[tuple[str, nn.Linear]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)
-            and any(n == t or n.endswith("." + t) for t in target_modules)]
+def _target_linears(model: nn.Module, target_modules: list[str] | str) -> list[tuple[str, nn.Linear]]:
+    """The Linear layers PEFT's rule selects (a list of name suffixes, or a regex string)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and matches(n, target_modules)]
 
 
 def summarize(per_matrix: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -58,7 +59,9 @@ class UpdateRankTracker(TrainerCallback):
         if every < 1:
             raise ValueError(f"analysis.rank_every={every} must be a positive number of optimizer steps (or null).")
         self.method, self.every, self.log_event = method, every, log_event
-        self.run_dir, self.target_modules, self.is_main = run_dir, list(target_modules or []), is_main
+        targets = target_modules or []
+        self.run_dir, self.is_main = run_dir, is_main
+        self.target_modules = targets if isinstance(targets, str) else list(targets)
         self.w0: dict[str, torch.Tensor] = {}
         self.last: dict[str, Any] | None = None
 

@@ -319,7 +319,8 @@ def _train_next_token(cfg: DictConfig, folder: RunFolder, mode: str, model: torc
         # Full FT has no adapter: track the matrices the method's target set would adapt (method.targets).
         targets = cfg.method.get("target_modules") or cfg.model.target_modules[cfg.method.get("targets", "default")]
         callbacks.append(UpdateRankTracker(method, cfg.analysis.rank_every, events.log, run_dir=run_dir,
-                                           target_modules=list(targets), is_main=main))
+                                           target_modules=targets if isinstance(targets, str) else list(targets),
+                                           is_main=main))
     if cfg.analysis.tsd_reference is not None and main:
         from spectune.training.tsd_tracking import TSDTracker
 
