@@ -81,4 +81,6 @@ def test_a_peft_only_load_would_score_differently(name: str, runs: dict[str, Pat
     metrics = evaluate_splits(peft_only, tok, setup_data(cfg), protocols=["likelihood"], batch_size=6,
                               max_length=256)
     recorded = json.loads((run_dir / "eval_results.json").read_text())
+    print(f"{name}: GSM8K bits/byte through the method {recorded['gsm8k']['bits_per_byte']:.6f}, "
+          f"through PEFT's loader alone {metrics['gsm8k']['bits_per_byte']:.6f}")
     assert abs(metrics["gsm8k"]["bits_per_byte"] - recorded["gsm8k"]["bits_per_byte"]) > 1e-4
