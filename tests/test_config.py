@@ -13,7 +13,10 @@ from spectune.config import CONF_DIR, ConfigError, register_resolvers, scrub_sec
 register_resolvers()
 
 GROUPS = ["model", "method", "task", "train", "eval", "logger", "scale", "experiment"]
-CONFIG_FILES = sorted(p for p in CONF_DIR.rglob("*.yaml"))
+# Root configs of other entry points compose on their own and are tested with them (conf/adapt.yaml:
+# python -m spectune.adapt, tests/adaptation/test_adapt_cli.py).
+ENTRY_CONFIGS = ("adapt.yaml",)
+CONFIG_FILES = sorted(p for p in CONF_DIR.rglob("*.yaml") if p.relative_to(CONF_DIR).as_posix() not in ENTRY_CONFIGS)
 
 
 def _override_for(path: Path) -> list[str]:

@@ -28,6 +28,25 @@ def refused(proc: subprocess.CompletedProcess) -> str:
     return proc.stderr
 
 
+@pytest.mark.parametrize("task", ["t2/math", "t2/humaneval", "t2/arc_challenge", "t2/gsm8k", "t2/mbpp", "t2/arc_easy"])
+def test_the_config_composes_for_every_t2_task_and_names_its_command(task: str) -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from spectune.adaptation.options import check_adapt, settings_from
+
+    conf = REPO / "conf"
+    assert "python -m spectune.adapt" in "".join((conf / "adapt.yaml").read_text().splitlines(keepends=True)[:6])
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("adapt", overrides=[f"task={task}", "experts=[a,b]"])
+    opts = check_adapt(OmegaConf.to_container(cfg, resolve=True))
+    s = settings_from(opts)
+    assert opts.strategy == "prompt" and opts.base_weights == "exact" and not opts.allow_other_base
+    c = s.few_shot.cem  # the paper's / official defaults
+    assert (c.population, c.elite_ratio, c.iterations, c.low, c.high, c.init_std) == (32, 0.2, 50, 0.0, 1.0, 0.5)
+    assert s.few_shot.shots == 10 and s.few_shot.tie_break == "gold" and not s.few_shot.per_matrix
+
+
 def test_bad_input_is_one_message_and_exit_2(tmp_path: Path) -> None:
     out = f"out_dir={tmp_path / 'out'}"
     assert "experts" in refused(adapt([out]))
