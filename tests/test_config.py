@@ -25,6 +25,8 @@ def _override_for(path: Path) -> list[str]:
     if parts == ("config",):
         return []
     group, choice = parts[0], "/".join(parts[1:])
+    if group == "sweep":  # a grid of one experiment (conf/sweep/<experiment>/<grid>.yaml), appended to it
+        return [f"experiment={parts[1]}", f"+sweep={choice}"]
     overrides = [f"{group}={choice}"]
     # Make the combination coherent: GLUE needs an encoder, commonsense a causal LM.
     if group == "task":
