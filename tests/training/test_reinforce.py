@@ -127,6 +127,24 @@ def counting_context(entered: list[int]):
     yield
 
 
+def test_rollouts_are_the_evaluation_path_and_seeded_when_sampled() -> None:
+    """Greedy rollouts give the texts the t2 evaluation generates (official: rollouts = the evaluation path); the scored
+    ids are the generated ones; sampled rollouts repeat under the same seed."""
+    from spectune.evaluation.t2_scoring import generate_greedy
+    from spectune.models import load_model_and_tokenizer
+    from spectune.training.reinforce import rollout
+
+    model, tok = load_model_and_tokenizer("smollm2", "causal_lm", num_layers=1)
+    prompts = ["<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n", "Question: 2 + 2 =\nAnswer:"]
+    greedy = rollout(model, tok, prompts, max_new_tokens=4, batch_size=2)
+    assert [r.text for r in greedy] == generate_greedy(model, tok, prompts, max_new_tokens=4, batch_size=2)
+    for r, p in zip(greedy, prompts, strict=True):
+        assert r.prompt_ids == tok(p, add_special_tokens=False)["input_ids"] and 0 < len(r.completion_ids) <= 4
+        assert tok.decode(r.completion_ids, skip_special_tokens=True) == r.text
+    a, b = (rollout(model, tok, prompts, 4, batch_size=2, sampling="sample", seed=7) for _ in range(2))
+    assert [r.completion_ids for r in a] == [r.completion_ids for r in b]
+
+
 def test_trim_completion_scores_the_tokens_before_the_stop_string() -> None:
     from spectune.models import load_model_and_tokenizer
 
