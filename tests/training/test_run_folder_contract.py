@@ -126,3 +126,19 @@ def test_secret_keys_are_whole_words(key: str, secret: bool) -> None:
     from spectune.config import is_secret_key
 
     assert is_secret_key(key) is secret
+
+
+def test_an_option_added_since_the_run_is_not_a_difference() -> None:
+    """A run recorded before an option existed used its default: it stays the same configuration."""
+    recorded = {"seed": 0, "train": {"lr": 1e-3}}
+    asked = {"seed": 0, "train": {"lr": 1e-3, "objective": "next_token", "rl": {"iterations": 10}}}
+    assert config_diff(recorded, asked) == [] and config_diff(asked, recorded) == []
+
+
+def test_rescoring_ignores_wall_clock_entries() -> None:
+    from spectune.evaluate import max_difference
+
+    a = {"t": {"accuracy": 0.5, "generation_seconds": 3.1}}
+    b = {"t": {"accuracy": 0.5, "generation_seconds": 9.7}}
+    assert max_difference(a, b) == 0.0
+    assert max_difference(a, {"t": {"accuracy": 0.75, "generation_seconds": 3.1}}) == 0.25

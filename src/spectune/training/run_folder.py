@@ -135,10 +135,14 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_diff(recorded: dict[str, Any], asked: dict[str, Any], ignore: tuple[str, ...] = CONTROL_KEYS) -> list[str]:
-    """Dotted keys whose values differ between two configs, as ``"key: recorded -> asked"`` (``ignore`` skipped)."""
+    """Dotted keys whose values differ between two configs, as ``"key: recorded -> asked"`` (``ignore`` skipped).
+
+    A key present on one side only is an option added (or removed) since the run was recorded: the run used its
+    default, so it is not a difference (otherwise every new option would orphan every earlier run folder).
+    """
     a, b = _flatten(recorded), _flatten(asked)
     out = []
-    for key in sorted(set(a) | set(b)):
+    for key in sorted(set(a) & set(b)):
         if any(key == i or key.startswith(i + ".") for i in ignore):
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
