@@ -26,7 +26,8 @@ MAKE_START := $(shell date +%s)
 ABLATION_SEEDS ?= 1
 ABLATION_SEED_LIST = $(shell seq -s, 0 $$(($(ABLATION_SEEDS)-1)))
 
-.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures dash-ablations archive-runs clean-runs
+.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures dash-ablations archive-runs clean-runs \
+  t2-table1-runs t2-table2-runs reproduce-t2-table1 reproduce-t2-table2 archive-t2-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-22s %s\n", $$1, $$2}'
@@ -96,6 +97,74 @@ reproduce-plora: ## PeriodicLoRA study: FT vs LoRA vs PLoRA (plain, momentum 0.9
 	  --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,) --out results --scale $(SCALE) \
 	  --command "make reproduce-plora SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/plora$(if $(filter paper,$(SCALE)),_paper,)
+
+# Transformer² (issue 9). Table 1: base vs LoRA vs SVF experts (REINFORCE) on GSM8K / MBPP / ARC-Easy; Table 2:
+# base vs LoRA vs the strategies on MATH / HumanEval / ARC-Challenge, over Table 1's experts (its SVF runs) and
+# LoRA runs (the one of the task's domain). Cells: conf/experiment/t2_table{1,2}_$(SCALE).yaml, grids
+# conf/sweep/t2_table1_$(SCALE)/. Rows that train nothing: python -m spectune.training.score_task (base, LoRA on an
+# unseen task) and python -m spectune.adapt (one call per strategy, task and seed; a seed whose result exists is skipped).
+T2_SUFFIX = $(if $(filter paper,$(SCALE)),_paper,)
+T2_RUNS1 = runs/t2_table1$(T2_SUFFIX)
+T2_RUNS2 = runs/t2_table2$(T2_SUFFIX)
+T2_MODELS = $(if $(filter paper,$(SCALE)),llama3_8b_instruct mistral_7b_instruct,smollm2)
+T2_SEEN = gsm8k mbpp arc_easy
+T2_UNSEEN = math humaneval arc_challenge
+# The expert task of an unseen task's domain (Table 2's LoRA row): MATH <- GSM8K, HumanEval <- MBPP, ARC-C <- ARC-E.
+T2_DOMAIN_math = gsm8k
+T2_DOMAIN_humaneval = mbpp
+T2_DOMAIN_arc_challenge = arc_easy
+T2_SVF_LABEL = svf-official-mlp
+T2_LORA_LABEL = lora-r16
+# Strategies run. cls_expert needs a classification expert, which no trainer path produces yet (docs/adapt.md,
+# "Not done"): its rows are shown as "not run".
+T2_STRATEGIES = prompt few_shot
+# spectune.adapt settings (conf/adapt.yaml); the test sizes must equal conf/experiment/t2_table2_$(SCALE).yaml's
+# (the driver refuses rows whose test items differ).
+T2_ADAPT_smoke = task.n_train=4 task.n_valid=0 task.n_test=8 eval.max_new_tokens=16 eval.batch_size=8 \
+  few_shot.shots=2 few_shot.population=4 few_shot.iterations=2
+T2_ADAPT_paper = task.source=hub eval.max_new_tokens=null eval.batch_size=64 few_shot.shots=10
+T2_BUDGET_paper_math = eval.max_new_tokens=1024
+
+t2-table1-runs: ## Transformer² Table 1 run folders: the lora and svf grids (REINFORCE), base rows (SCALE, SEEDS)
+	$(call sweep,t2_table1_$(SCALE),seed=$(SEED_LIST))
+	for model in $(T2_MODELS); do for task in $(T2_SEEN); do for seed in $$(seq 0 $$(($(SEEDS)-1))); do \
+	  $(BIN)/python -m spectune.training.score_task --experiment t2_table1_$(SCALE) --runs $(T2_RUNS1) \
+	    model=$$model task=t2/$$task seed=$$seed || exit 1; \
+	done; done; done
+
+t2-table2-runs: t2-table1-runs ## Transformer² Table 2 rows: base and LoRA scored on the unseen tasks, adapt strategies
+	for model in $(T2_MODELS); do for task in $(T2_UNSEEN); do for seed in $$(seq 0 $$(($(SEEDS)-1))); do \
+	  budget=$$([ "$(SCALE)/$$task" = paper/math ] && echo $(T2_BUDGET_paper_math)); \
+	  $(BIN)/python -m spectune.training.score_task --experiment t2_table2_$(SCALE) --runs $(T2_RUNS2) \
+	    model=$$model task=t2/$$task seed=$$seed $$budget || exit 1; \
+	  case $$task in math) dom=$(T2_DOMAIN_math);; humaneval) dom=$(T2_DOMAIN_humaneval);; *) dom=$(T2_DOMAIN_arc_challenge);; esac; \
+	  $(BIN)/python -m spectune.training.score_task --experiment t2_table2_$(SCALE) --runs $(T2_RUNS2) \
+	    --run $(T2_RUNS1)/$$model/$(T2_LORA_LABEL)/t2_$$dom/seed$$seed model=$$model task=t2/$$task seed=$$seed $$budget \
+	    || exit 1; \
+	  experts=$$(for t in $(T2_SEEN); do printf '%s,' $(T2_RUNS1)/$$model/$(T2_SVF_LABEL)/t2_$$t/seed$$seed; done); \
+	  for strategy in $(T2_STRATEGIES); do \
+	    ls $(T2_RUNS2)/adapt/$$model/t2_$$task/$$strategy/result-seed$$seed-*.json >/dev/null 2>&1 && continue; \
+	    $(BIN)/python -m spectune.adapt strategy=$$strategy model=$$model task=t2/$$task seed=$$seed \
+	      "experts=[$${experts%,}]" out_dir=$(T2_RUNS2)/adapt $(T2_ADAPT_$(SCALE)) || exit 1; \
+	  done; \
+	done; done; done
+
+reproduce-t2-table1: t2-table1-runs ## Transformer² Table 1: base vs LoRA vs SVF on GSM8K / MBPP / ARC-Easy (SCALE, SEEDS)
+	$(BIN)/python -m experiments.t2_table1 --experiment t2_table1_$(SCALE) --runs $(T2_RUNS1) --started $(MAKE_START) \
+	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-t2-table1 SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	$(MAKE) archive-runs RUNS=$(T2_RUNS1)
+	$(MAKE) archive-t2-runs RUNS=$(T2_RUNS1)
+
+reproduce-t2-table2: t2-table2-runs ## Transformer² Table 2: base vs LoRA vs prompt / cls_expert / few_shot on MATH / HumanEval / ARC-C
+	$(BIN)/python -m experiments.t2_table2 --experiment t2_table2_$(SCALE) --runs $(T2_RUNS2) --started $(MAKE_START) \
+	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-t2-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	$(MAKE) archive-runs RUNS=$(T2_RUNS2)
+	$(MAKE) archive-t2-runs RUNS=$(T2_RUNS2)
+
+archive-t2-runs: ## Also copy what Transformer²'s analyses read: rl_curve.json, SVF experts' z, adapt result JSONs
+	cd $(RUNS)/.. && find $(notdir $(RUNS)) \( -name rl_curve.json -o -path '*/adapt/*.json' \
+	  -o -path '*/svf-*/adapter/svf_expert.safetensors' \) -not -path '*/.hydra/*' \
+	  -exec cp --parents {} $(CURDIR)/results/runs/ \;
 
 archive-runs: ## Copy the small files of the run folders under RUNS into results/ (provenance of committed tables)
 	cd $(RUNS)/.. && find $(notdir $(RUNS)) \( -name summary.json -o -name config.yaml -o -name eval_results.json \

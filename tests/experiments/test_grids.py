@@ -18,7 +18,9 @@ from spectune.config import validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLE_EXPERIMENTS = ("glue_ft_vs_lora", "table1_commonsense_smoke", "table1_commonsense_paper", "table2_glue_smoke",
-                     "table2_glue_paper", "plora_smoke", "plora_paper", "dash_ablation_smoke", "tsd_tracking_smoke")
+                     "table2_glue_paper", "plora_smoke", "plora_paper", "dash_ablation_smoke", "tsd_tracking_smoke",
+                     "t2_table1_smoke", "t2_table1_paper")
+T2_SEEN = ("t2_gsm8k", "t2_mbpp", "t2_arc_easy")
 GLUE3 = ("sst2", "rte", "mrpc")
 GLUE8 = ("mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb")
 
@@ -41,7 +43,7 @@ def _expected() -> dict[str, Counter]:
         select = select if select is not None else defaults[2]
         if method == "plora":
             momentum = 0.0 if momentum is None else momentum
-        if method != "full":
+        if method not in ("full", "svf"):
             r = 8 if r is None else r
             alpha = 2 * r if alpha is None else alpha
         return (model, task, method, r, alpha, t, s, select, momentum, unload, tag, ref, merged)
@@ -84,7 +86,26 @@ def _expected() -> dict[str, Counter]:
     ref = "runs/tsd_tracking/minilm/full/sst2/seed0"
     out["tsd_tracking_smoke"] = [cell("minilm", "sst2", "full", merged=True)] + [
         cell("minilm", "sst2", "lora", r, ref=ref) for r in (8, 16, 32)]
+    # Transformer²'s Table 1: LoRA r16 alpha 32 and SVF experts on the three expert tasks (Table 2 trains nothing).
+    for scale, models in (("smoke", ("smollm2",)), ("paper", ("llama3_8b_instruct", "mistral_7b_instruct"))):
+        out[f"t2_table1_{scale}"] = [cell(m, t, "lora", 16, alpha=32) for m in models for t in T2_SEEN]
+        out[f"t2_table1_{scale}"] += [cell(m, t, "svf") for m in models for t in T2_SEEN]
     return {k: Counter(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("scale", ("smoke", "paper"))
+def test_t2_table1_cells_train_by_reinforce_at_the_papers_settings(scale: str) -> None:
+    """Both rows of Transformer²'s Table 1 train by REINFORCE with the paper's clip and KL; SVF at lr 2e-3 in the
+    official form on the MLP; LoRA on q, v with dropout 0.05; paper scale: 256 prompts per iteration, 512 tokens."""
+    cfgs = grids.cell_configs(f"t2_table1_{scale}")
+    for cfg in cfgs:
+        assert cfg.train.objective == "reinforce" and cfg.train.max_grad_norm == 1e-3 and cfg.train.rl.kl_coef == 0
+        if cfg.method.name == "svf":
+            assert (cfg.train.lr, cfg.method.form, cfg.method.targets) == (2e-3, "official", "mlp")
+        else:
+            assert (cfg.method.targets, cfg.method.dropout) == ("qv", 0.05)
+        if scale == "paper":
+            assert (cfg.train.rl.batch_prompts, cfg.eval.max_new_tokens, cfg.task.source) == (256, 512, "hub")
 
 
 def test_every_experiment_with_grids_is_pinned_here() -> None:
@@ -140,7 +161,7 @@ def test_makefile_and_gpu_script_name_only_experiments() -> None:
         assert not re.search(r"method\.(r|t|s|select|momentum|unload_every)=", text)
         assert not re.search(r"\bmethod=(full|lora|lora_dash|plora)\b", text)
     for target in ("table-glue-smoke", "reproduce-table1", "reproduce-table2", "figures", "dash-ablations",
-                   "reproduce-plora"):
+                   "reproduce-plora", "reproduce-t2-table1", "reproduce-t2-table2"):
         assert re.search(rf"^{target}:", makefile, re.M), target
 
 
