@@ -27,7 +27,7 @@ ABLATION_SEEDS ?= 1
 ABLATION_SEED_LIST = $(shell seq -s, 0 $$(($(ABLATION_SEEDS)-1)))
 
 .PHONY: help setup test test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures dash-ablations archive-runs clean-runs \
-  t2-table1-runs t2-table2-runs reproduce-t2-table1 reproduce-t2-table2 archive-t2-runs
+  t2-table1-runs t2-table2-runs reproduce-t2-table1 reproduce-t2-table2 archive-t2-runs t2-svf-analysis
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-22s %s\n", $$1, $$2}'
@@ -160,6 +160,13 @@ reproduce-t2-table2: t2-table2-runs ## Transformer² Table 2: base vs LoRA vs pr
 	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-t2-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=$(T2_RUNS2)
 	$(MAKE) archive-t2-runs RUNS=$(T2_RUNS2)
+
+T2_ANALYSIS_OUT = results/figures/t2_svf_vs_lora_gsm8k
+t2-svf-analysis: t2-table1-runs ## SVF's GSM8K expert vs LoRA on the same MLP matrices (spectune.analyze --compare; notebooks/svf_experts.ipynb)
+	$(call sweep,t2_svf_analysis_smoke,seed=0)
+	$(BIN)/python -m spectune.analyze runs/t2_table1/smollm2/$(T2_SVF_LABEL)/t2_gsm8k/seed0 \
+	  --compare runs/t2_analysis/smollm2/$(T2_LORA_LABEL)/t2_gsm8k/seed0 --top 8 --out $(T2_ANALYSIS_OUT)
+	$(MAKE) archive-runs RUNS=runs/t2_analysis
 
 archive-t2-runs: ## Also copy what Transformer²'s analyses read: rl_curve.json, SVF experts' z, adapt result JSONs
 	cd $(RUNS)/.. && find $(notdir $(RUNS)) \( -name rl_curve.json -o -path '*/adapt/*.json' \
