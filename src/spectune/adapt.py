@@ -26,6 +26,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from spectune.cli import info_only, unwritable_folder
 from spectune.config import register_resolvers, scrub_secrets
 
 register_resolvers()
@@ -188,27 +189,14 @@ def main(cfg: DictConfig) -> None:
     print(summary_line(path, result), flush=True)
 
 
-def writable_out_dir(argv: list[str]) -> str | None:
-    """None when the ``out_dir`` of ``argv`` (default ``runs/adapt``) can be written, else the one-line reason
-    (checked before Hydra starts, which would create it with its own traceback)."""
-    root = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("out_dir=")), "runs/adapt")
-    try:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        return f"out_dir={root} is not writable ({err.strerror}); choose another out_dir=..."
-    return None
-
-
 def cli() -> int:
     """Run :func:`main` (one result per call; no sweeps)."""
     args = sys.argv[1:]
     if any(a in ("-m", "--multirun") for a in args):
         _error("spectune.adapt runs one strategy per call; drop -m/--multirun and call it once per setting.")
         return 2
-    if not any(a in ("--help", "-h", "--cfg", "-c", "--info") or a.startswith("--cfg") for a in args):
-        problem = writable_out_dir(args)
+    if not info_only(args):
+        problem = unwritable_folder(args, "out_dir", "runs/adapt")
         if problem:
             _error(problem)
             return 2

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from spectune.cli import info_only, unwritable_folder
 from spectune.config import is_secret_key, register_resolvers, scrub_text
 
 register_resolvers()
@@ -99,29 +99,12 @@ def main(cfg: DictConfig) -> None:
                   scrub_text(f"{type(err).__name__}: {err}", cfg))
 
 
-def writable_runs_root(argv: list[str]) -> str | None:
-    """None when the ``runs_root`` of ``argv`` (default ``runs``) can be written, else the one-line reason.
-
-    Checked before Hydra starts: Hydra creates the run folder itself and would fail with its own traceback.
-    """
-    root = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("runs_root=")), "runs")
-    if "," in root:  # a swept runs_root: each cell checks its own
-        return None
-    try:
-        Path(root).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        return f"runs_root={root} is not writable ({err.strerror}); choose another runs_root=... or free space there."
-    return None
-
-
 def cli() -> int:
     """Run :func:`main` with secret overrides held back; a sweep with failed cells exits 1 after listing them."""
     sys.argv[1:], secrets = split_secret_overrides(sys.argv[1:])
     SECRETS.update(secrets)
-    if not any(a in ("--help", "-h", "--cfg", "-c", "--info") or a.startswith("--cfg") for a in sys.argv[1:]):
-        problem = writable_runs_root(sys.argv[1:])
+    if not info_only(sys.argv[1:]):
+        problem = unwritable_folder(sys.argv[1:], "runs_root", "runs")
         if problem:
             print(f"spectune.train: error: {problem}", file=sys.stderr)
             return 2

@@ -30,7 +30,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +304,25 @@ def cut_at_stop(text: str, stop: Sequence[str] = STOP_STRINGS) -> str:
     return text[:min(cuts)] if cuts else text
 
 
+def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config: Any,
+                     batch_size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Generate for ``prompts`` in batches of similar length (longest first, padded on the left by the caller's
+    tokenizer setting), yielding (prompt indices, new token ids of each) per batch; ``config`` = a GenerationConfig."""
+    from spectune.evaluation.generation import _model_device
+
+    device = _model_device(model)
+    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            gen = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                 generation_config=config, tokenizer=tokenizer)
+        yield idx, gen[:, enc["input_ids"].shape[1]:]
+
+
 def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 512,
                     batch_size: int = 8, stop: Sequence[str] = STOP_STRINGS, progress: bool = False) -> list[str]:
     """Greedy completions of ``prompts`` (full prompt texts, tokenised without added special tokens), in batches.
@@ -314,7 +333,7 @@ def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_
     """
     from tqdm.auto import tqdm
 
-    from spectune.evaluation.generation import _model_device, _padding, protocol_generation_config
+    from spectune.evaluation.generation import _padding, protocol_generation_config
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -322,24 +341,15 @@ def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_
     out: list[str] = [""] * len(prompts)
     if not prompts:
         return out
-    device = _model_device(model)
     was_training = model.training
     model.eval()
     with _padding(tokenizer, "left"):
         config = protocol_generation_config(model, tokenizer, num_beams=1, max_new_tokens=max_new_tokens)
         config.stop_strings = list(stop) or None
-        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
         bar = tqdm(total=len(prompts), desc="generate (greedy)", unit="prompt", disable=not progress)
         try:
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(device)
-                with torch.inference_mode():
-                    gen = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                         generation_config=config, tokenizer=tokenizer)
-                texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for idx, new in generate_batches(model, tokenizer, prompts, config, batch_size):
+                texts = tokenizer.batch_decode(new, skip_special_tokens=True)
                 for i, text in zip(idx, texts, strict=True):
                     out[i] = cut_at_stop(text, stop)
                 bar.update(len(idx))

@@ -193,7 +193,8 @@ def rollout(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_to
     left padding and sorted by length; ``sampling`` "greedy" or "sample" (pure sampling at ``temperature``, seeded
     by ``seed`` through torch's global generator). Stops at EOS or an official stop string (Transformer²)."""
     from spectune.data.t2_tasks import STOP_STRINGS
-    from spectune.evaluation.generation import _model_device, _padding, protocol_generation_config
+    from spectune.evaluation.generation import _padding, protocol_generation_config
+    from spectune.evaluation.t2_scoring import generate_batches
 
     if sampling not in ("greedy", "sample"):
         raise ValueError(f"rl.sampling='{sampling}' is not known; use greedy or sample.")
@@ -201,7 +202,6 @@ def rollout(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_to
     out: list[Rollout | None] = [None] * len(prompts)
     if not prompts:
         return []
-    device = _model_device(model)
     was_training = model.training
     model.eval()
     if seed is not None:
@@ -216,17 +216,9 @@ def rollout(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_to
         if tokenizer.pad_token_id is not None:
             end_ids.add(int(tokenizer.pad_token_id))
         ids_all = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        order = sorted(range(len(prompts)), key=lambda i: -len(ids_all[i]))
         try:
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(device)
-                with torch.inference_mode():
-                    gen = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                         generation_config=config, tokenizer=tokenizer)
-                new = gen[:, enc["input_ids"].shape[1]:].tolist()
-                for i, g in zip(idx, new, strict=True):
+            for idx, new in generate_batches(model, tokenizer, prompts, config, batch_size):
+                for i, g in zip(idx, new.tolist(), strict=True):
                     completion, text = trim_completion(tokenizer, g, end_ids, STOP_STRINGS)
                     out[i] = Rollout(list(ids_all[i]), completion, text)
         finally:
