@@ -119,7 +119,9 @@ T2_LORA_LABEL = lora-r16
 # "Not done"): its rows are shown as "not run".
 T2_STRATEGIES = prompt few_shot
 # spectune.adapt settings (conf/adapt.yaml); the test sizes must equal conf/experiment/t2_table2_$(SCALE).yaml's
-# (the driver refuses rows whose test items differ).
+# (the driver refuses rows whose test items differ). The first pass keeps the task's official budget (classify.max_new_tokens
+# unset: 512 new tokens, MATH 1024): SmolLM2 rarely stops early, so at smoke scale it dominates the adapt time (add
+# classify.max_new_tokens=16 to T2_ADAPT_smoke for a faster, less official first pass).
 T2_ADAPT_smoke = task.n_train=4 task.n_valid=0 task.n_test=8 eval.max_new_tokens=16 eval.batch_size=8 \
   few_shot.shots=2 few_shot.population=4 few_shot.iterations=2
 T2_ADAPT_paper = task.source=hub eval.max_new_tokens=null eval.batch_size=64 few_shot.shots=10
@@ -165,7 +167,8 @@ T2_ANALYSIS_OUT = results/figures/t2_svf_vs_lora_gsm8k
 t2-svf-analysis: t2-table1-runs ## SVF's GSM8K expert vs LoRA on the same MLP matrices (spectune.analyze --compare; notebooks/svf_experts.ipynb)
 	$(call sweep,t2_svf_analysis_smoke,seed=0)
 	$(BIN)/python -m spectune.analyze runs/t2_table1/smollm2/$(T2_SVF_LABEL)/t2_gsm8k/seed0 \
-	  --compare runs/t2_analysis/smollm2/$(T2_LORA_LABEL)/t2_gsm8k/seed0 --top 8 --out $(T2_ANALYSIS_OUT)
+	  --compare runs/t2_analysis/smollm2/$(T2_LORA_LABEL)/t2_gsm8k/seed0 --top 8 --out runs/t2_analysis/analysis
+	$(BIN)/python -m experiments.slim_analysis runs/t2_analysis/analysis/tsd_compare_*.json --out $(T2_ANALYSIS_OUT)
 	$(MAKE) archive-runs RUNS=runs/t2_analysis
 
 archive-t2-runs: ## Also copy what Transformer²'s analyses read: rl_curve.json, SVF experts' z, adapt result JSONs

@@ -27,7 +27,7 @@ from typing import Any
 
 from experiments import grids
 from experiments.report.cli import add_provenance_args, command_of, refuse, wall_s
-from experiments.report.provenance import MixedCommitsError, relative, run_commit
+from experiments.report.provenance import MixedCommitsError, relative, row_name, run_commit
 from experiments.report.render import atomic_write_text, markdown_table, render_csv, render_markdown
 from experiments.report.table import Column, PaperRow, Table, TableSpec, build_table, load_paper_rows
 from experiments.report.vocabulary import BASE, display_method, display_model
@@ -277,6 +277,7 @@ def make_table(runs: Sequence[RunRecord], runs_root: str, command: str, experime
     """The table and the runs it placed (raises MixedCommitsError)."""
     spec = build_spec(runs_root, command, experiment, paper_csv, wall, allow_mixed_commits)
     table = build_table(runs, spec)
+    table.provenance.drop_row(row_name(BASE, None))  # scored, not trained: its config's train keys say nothing
     placed = used_runs(table, runs)
     spec.extra_caption = tuple(settings_bullets(placed))
     return table, placed

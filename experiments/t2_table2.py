@@ -291,14 +291,22 @@ def make_table(runs: Sequence[RunRecord], adapt: Sequence[RunRecord], runs_root:
     placed = used_runs(table, every)
     check_same_test_items(placed)
     table.provenance.notes.extend(notes)
+    # Nothing here trains: the generic "Training settings" bullet would quote the scoring configs' unused train keys.
+    table.provenance.settings_by_row.clear()
     bullets = settings_bullets([r for r in placed if r.method in (BASE, "lora")])
+    bullets.insert(0, "**Trained rows**: none in this table. LoRA and the SVF experts are Table 1's runs "
+                      "(`results/tables/t2_table1_<scale>.md` lists their training settings); LoRA's run folders here "
+                      "name the run they score (`summary.json`: `source_run`, `trained_on`).")
     strategies = sorted({r.method for r in placed if r.method in STRATEGY_METHOD.values()})
     if strategies:
         cfg = next(r.config for r in placed if r.method in STRATEGY_METHOD.values())
         few = (cfg or {}).get("few_shot") or {}
         bullets.append(f"**Adaptation** (`python -m spectune.adapt`, from the result files): strategies run "
                        f"{', '.join(strategies)}; answer budget eval.max_new_tokens="
-                       f"{((cfg or {}).get('eval') or {}).get('max_new_tokens')}; few-shot: shots={few.get('shots')}, "
+                       f"{((cfg or {}).get('eval') or {}).get('max_new_tokens')}; first-pass budget "
+                       f"classify.max_new_tokens={((cfg or {}).get('classify') or {}).get('max_new_tokens')} "
+                       "(None: the task's official budget, 512 new tokens, MATH 1024, as the official first pass "
+                       f"shares the task's sampling parameters); few-shot: shots={few.get('shots')}, "
                        f"CEM population={few.get('population')}, iterations={few.get('iterations')}, "
                        f"per_matrix={few.get('per_matrix')}, tie_break={few.get('tie_break')} (paper script: 10 "
                        "shots, population 32, 50 iterations).")

@@ -245,3 +245,17 @@ def test_paper_timing_csv_equals_the_reference() -> None:
         assert m
         row = rows[keys[task]]
         assert (row["first_pass_s"], row["first_pass_vs_second_pct"], row["second_pass_s"]) == (*m.groups(), second)
+
+
+def test_slim_analysis_drops_only_the_per_direction_arrays(tmp_path: Path) -> None:
+    from experiments import slim_analysis
+
+    src = tmp_path / "tsd_compare_x.json"
+    src.write_text(json.dumps({"compare": {"k": 8, "mean": {"overlap": 0.1}}, "matrices": {"m": {
+        "top": [1, 2], "rates": [0.1] * 5, "sigma": [1.0] * 5, "compare": {"overlap": 0.5, "rates": [0.2] * 5}}}}))
+    assert slim_analysis.main([str(src), "--out", str(tmp_path / "out")]) == 0
+    got = json.loads((tmp_path / "out" / src.name).read_text())
+    assert got["compare"] == {"k": 8, "mean": {"overlap": 0.1}}
+    assert got["matrices"] == {"m": {"top": [1, 2], "compare": {"overlap": 0.5}}}
+    assert got["slimmed"]["source"] == str(src)
+    assert slim_analysis.main([str(src), "--out", str(tmp_path / "out")]) == 2  # never overwritten
