@@ -749,8 +749,12 @@ def _build_root(config: dict[str, Any], libc: _Libc, pidns: bool, root_mode: boo
     Path(sandbox, "program.py").write_bytes(source)
     if root_mode:
         os.chown(os.path.join(sandbox, "program.py"), config["uid"], config["gid"])
-    os.mkdir(os.path.join(root, "tmp"))
-    libc.mount(sandbox, os.path.join(root, "tmp"), None, _MS_BIND)
+    tmp_inside = os.path.join(root, "tmp")
+    if not os.path.exists(tmp_inside):
+        os.mkdir(tmp_inside)
+        libc.mount(sandbox, tmp_inside, None, _MS_BIND)
+    # else: a bound interpreter prefix lives under /tmp (a checkout or venv there): /tmp then holds only that read-only
+    # path, and TMPDIR still points at the private /sandbox.
     os.mkdir(os.path.join(root, "proc"))
     # A new PID namespace gets its own /proc; without one, hide other uids' processes at least.
     libc.mount("proc", os.path.join(root, "proc"), "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
