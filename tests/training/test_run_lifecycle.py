@@ -87,12 +87,11 @@ def test_failing_cell_does_not_take_the_sweep_down(tmp_path: Path) -> None:
         (["task=glue/cola"], "HF_HUB_OFFLINE"),
         (["model.name_or_path=meta-llama/Llama-2-7b-hf"], "embedded"),
         (["method=nosuch"], "Could not find 'method/nosuch'"),
-        (["model=nosuch"], "Could not find 'model/nosuch'"),
-        (["task=glue/nosuch"], "Could not find 'task/glue/nosuch'"),
-        (["task.name=nosuch"], "Unknown task 'nosuch'"),
     ],
 )
 def test_bad_input_fails_before_training_with_the_fix(tmp_path: Path, args: list[str], fragment: str) -> None:
+    """A few end-to-end CLI cases (each costs a Python and Hydra start); the full table of bad options runs in-process
+    in tests/training/test_bad_input.py."""
     proc = run_train([*FAST, "train.max_steps=2", *args], tmp_path, check=False)
     assert proc.returncode != 0
     assert fragment in proc.stderr, proc.stderr[-3000:]
