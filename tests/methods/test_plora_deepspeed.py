@@ -10,29 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(16, 12)
-        self.out = nn.Linear(12, 1)
-
-    def forward(self, x):
-        return self.out(torch.tanh(self.proj(x)))
+from tests.methods.distributed_helpers import Tiny, free_port
 
 
 def _worker(rank: int, port: int, stage: int, sync_master: bool, out: str) -> None:
@@ -89,7 +73,7 @@ def _worker(rank: int, port: int, stage: int, sync_master: bool, out: str) -> No
 def _run(tmp_path: Path, stage: int, sync_master: bool) -> list[dict]:
     out = tmp_path / f"z{stage}-{sync_master}"
     out.mkdir()
-    mp.spawn(_worker, args=(_free_port(), stage, sync_master, str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), stage, sync_master, str(out)), nprocs=2, join=True)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 

@@ -10,29 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(16, 12)
-        self.out = nn.Linear(12, 1)
-
-    def forward(self, x):
-        return self.out(torch.tanh(self.proj(x)))
+from tests.methods.distributed_helpers import Tiny, free_port
 
 
 def _fresh() -> Tiny:
@@ -90,7 +74,7 @@ def _worker(rank: int, port: int, stage: int, out: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_svf_trains_saves_and_reloads_under_zero(tmp_path: Path, stage: int) -> None:
-    mp.spawn(_worker, args=(_free_port(), stage, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), stage, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["misses"], r1["misses"]) == (1, 0) and r1["hits"] >= 1  # rank 0 decomposed, rank 1 read the cache
     assert r0["u_sum"] == r1["u_sum"]
