@@ -147,14 +147,11 @@ FIXES = {
 }
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if not isinstance(p, int) or p != 0) or "config"
-
-
-def check(container: dict[str, Any]) -> RunOptions:
-    """Validate a resolved config (plain dict); raise :class:`ConfigError` naming every bad option and its fix."""
+def validated(model: type[BaseModel], container: dict[str, Any], tool: str = "") -> Any:
+    """``model`` validated from a resolved config (plain dict); :class:`ConfigError` names every bad option and its
+    fix (``tool``: the entry point's name in the message about unknown keys)."""
     try:
-        return RunOptions.model_validate(container)
+        return model.model_validate(container)
     except ValidationError as err:
         lines = []
         for e in err.errors():
@@ -163,11 +160,16 @@ def check(container: dict[str, Any]) -> RunOptions:
             value = e.get("input")
             shown = "" if isinstance(value, dict) else f"={value!r}"
             if e["type"] == "extra_forbidden":
-                lines.append(f"{key} is not an option (no code reads it); remove it (a '+{key}=…' override or a "
-                             "stale config key)")
+                lines.append(f"{key} is not an option{' of ' + tool if tool else ''} (no code reads it); remove it "
+                             f"(a '+{key}=…' override or a stale config key)")
                 continue
             msg = e["msg"].removeprefix("Value error, ")
             hint = FIXES.get(key, "")
             lines.append(f"{key or 'config'}{shown}: {msg}" + (f"; {hint}" if hint else ""))
         raise ConfigError("Invalid options (nothing was run; set them on the command line or in conf/):\n  "
                           + "\n  ".join(lines)) from None
+
+
+def check(container: dict[str, Any]) -> RunOptions:
+    """Validate a training config (plain dict); raise :class:`ConfigError` naming every bad option and its fix."""
+    return validated(RunOptions, container)

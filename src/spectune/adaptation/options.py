@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spectune.adaptation.cem import CEMSettings
 from spectune.adaptation.settings import DOMAINS, AdaptSettings, FewShotSettings
-from spectune.errors import ConfigError
-from spectune.schema import ModelOptions, TaskOptions
+from spectune.schema import ModelOptions, TaskOptions, validated
 
 
 class _Strict(BaseModel):
@@ -92,19 +91,7 @@ class AdaptOptions(BaseModel):
 def check_adapt(container: dict[str, Any]) -> AdaptOptions:
     """Validate a resolved adapt config (plain dict, ``hydra`` key removed); raise ``ConfigError`` naming every bad
     option."""
-    try:
-        return AdaptOptions.model_validate(container)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"])
-            if e["type"] == "extra_forbidden":
-                lines.append(f"{key} is not an option of spectune.adapt; remove it")
-                continue
-            value = e.get("input")
-            shown = "" if isinstance(value, dict) else f"={value!r}"
-            lines.append(f"{key or 'config'}{shown}: {e['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("Invalid options (nothing was run):\n  " + "\n  ".join(lines)) from None
+    return validated(AdaptOptions, container, tool="spectune.adapt")
 
 
 def settings_from(opts: AdaptOptions) -> AdaptSettings:
