@@ -35,6 +35,8 @@ class RLOptions(_Strict):
     kl_form: Literal["paper", "official"]
     eval_every: int = Field(ge=1)
     select_start: bool
+    reward_norm: bool = False
+    reward_clip: float | None = Field(default=None, ge=0.0)
 
 
 class TrainOptions(_Strict):

@@ -221,3 +221,75 @@ def test_reinforce_run_end_to_end(tmp_path: Path) -> None:
     assert {f"{n}.svf_z": z for n, z in SVF.get_z(model).items()}.keys() == saved.keys()
     assert all(torch.equal(z, saved[f"{n}.svf_z"]) for n, z in SVF.get_z(model).items())
     assert json.loads((run / "eval_results.json").read_text())["t2_arc_easy"]["n"] == 1
+
+
+# --------------------------------------------------------------------------------------------------- reward shaping
+def test_shape_rewards_is_the_official_rw_norm_then_rw_clip() -> None:
+    """Against a hand computation: z-scores with the population std (np.std, official ``get_rewards``), then clipping;
+    constant rewards give zeros (std floored at 1e-7), not NaN."""
+    from spectune.training.reinforce import shape_rewards
+
+    r = [1.0, -1.0, -1.0, -1.0, 1.0, -1.0]
+    n = len(r)
+    mean = sum(r) / n
+    std = (sum((x - mean) ** 2 for x in r) / n) ** 0.5
+    assert shape_rewards(r, norm=True) == pytest.approx([(x - mean) / std for x in r], abs=1e-12)
+    assert shape_rewards(r, norm=True, clip=1.0) == pytest.approx([min(max((x - mean) / std, -1), 1) for x in r])
+    assert shape_rewards(r) == r and shape_rewards(r, clip=0.0) == r
+    assert shape_rewards([-1.0] * 4, norm=True) == [0.0] * 4
+
+
+def test_reinforce_raises_the_held_out_reward_of_smollm2() -> None:
+    """The loop learns what the reward asks for, on prompts it never trained on: SmolLM2 (first 2 blocks, real
+    weights), an SVF expert (paper form), sampled one-token rollouts, reward +1 when the first token is the one the base
+    model ranks second on average, −1 otherwise, normalised per batch (official ``rw_norm``). The held-out score is
+    the exact expected reward's probability (p of that token, no sampling noise); it must at least double."""
+    import numpy as np
+
+    from spectune.data.records import Record
+    from spectune.models import load_model_and_tokenizer
+    from spectune.training.reinforce import RLSettings, train_reinforce
+
+    torch.manual_seed(0)
+    model, tok = load_model_and_tokenizer("smollm2", "causal_lm", num_layers=2)
+    words = ["apple", "river", "stone", "cloud", "music", "garden", "winter", "candle", "bridge", "forest", "silver",
+             "ocean", "paper", "mountain", "window", "thunder", "lantern", "meadow", "harbor", "violin"]
+    records = [Record(task="toy", id=str(i), instruction=f"Say one word about {w}.", input="", output="", answer="")
+               for i, w in enumerate(words)]
+    train, held_out = records[:12], records[12:]
+
+    def prompt(r: Record) -> str:
+        return f"<|im_start|>user\n{r.instruction}<|im_end|>\n<|im_start|>assistant\n"
+
+    def next_token_probs(rs: list[Record]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.stack([model(torch.tensor([tok(prompt(r), add_special_tokens=False)["input_ids"]]))
+                                .logits[0, -1].float().softmax(-1) for r in rs])
+
+    target = int(next_token_probs(train).mean(0).topk(2).indices[1])
+
+    class FirstTokenTask:
+        metric = "p_target"
+
+        def prompts(self, rs: list[Record]) -> list[str]:
+            return [prompt(r) for r in rs]
+
+        def rewards(self, rs: list[Record], completions: list[str]) -> list[float]:
+            return [1.0 if tok(c, add_special_tokens=False)["input_ids"][:1] == [target] else -1.0
+                    for c in completions]
+
+        def validate(self, model, rs, max_new_tokens, batch_size) -> dict:
+            return {"n": len(rs), "p_target": float(next_token_probs(rs)[:, target].mean())}
+
+    method = build_method("svf")
+    method.attach(model, "CAUSAL_LM")
+    before = float(next_token_probs(held_out)[:, target].mean())
+    settings = RLSettings(iterations=8, batch_prompts=12, sampling="sample", max_new_tokens=1, eval_every=4,
+                          reward_norm=True, lr=1e-2, max_grad_norm=1.0, micro_batch=12, gen_batch=12)
+    rewards: list[float] = []
+    result = train_reinforce(model, tok, method, train, held_out, FirstTokenTask(), settings,
+                             log_event=lambda kind, **v: rewards.append(v["reward_mean"]) if kind == "rl" else None)
+    after = float(next_token_probs(held_out)[:, target].mean())
+    assert after == pytest.approx(result.best_score) and result.best_iteration in (4, 8)
+    assert after >= 2 * before, (before, after, rewards)
+    assert np.mean(rewards[len(rewards) // 2:]) > np.mean(rewards[:len(rewards) // 2]), rewards

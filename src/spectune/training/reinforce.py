@@ -23,8 +23,12 @@ LoRA: A and B; any method that needs no Trainer callbacks):
 The loss is the official one (github:SakanaAI/self-adaptive-llms, commit 03a41ae, ``optim_modules.py``
 ``Reinforce.step_optimization``: ``log_likelihood = selected_log_probs.sum(-1)``, ``loss = -log_likelihood *
 reward + kl_ref_coeff * kl_div``, ``(loss / clipped_batch_size).backward()``): **no length normalisation** — a long
-completion weighs more — and the mean over the batch. Its reward normalisation and clipping options (``rw_norm``,
-``rw_clip``, off by default) are not offered. What differs, and why:
+completion weighs more — and the mean over the batch. Its reward options are offered under the same names' meaning
+(:func:`shape_rewards`, ``Reinforce.get_rewards``): ``rl.reward_norm`` (official ``rw_norm``: r ← (r − mean r) /
+max(std r, 1e-7) over the iteration's batch) and ``rl.reward_clip`` (``rw_clip``: r clipped to [−c, c] when c > 0),
+both off by default as there. With ±1 rewards and no normalisation every update of a batch that is mostly wrong
+lowers the log-probability of what was generated and nothing pushes back (EOS, never scored, gains: the collapse
+measured in docs/methods.md); normalised, the batch's rewards sum to zero. What differs, and why:
 
 - the tokens scored are the tokens generated (up to the stop string, EOS and stop string excluded, as the official
   output text excludes them); the official re-tokenises ``prompt + output`` and slices at the prompt's token count,
@@ -83,6 +87,8 @@ class RLSettings:
     kl_form: Literal["paper", "official"] = "paper"
     eval_every: int = 5
     select_start: bool = False
+    reward_norm: bool = False
+    reward_clip: float | None = None
     lr: float = 2e-3
     max_grad_norm: float = 1e-3
     adam_beta2: float = 0.999
@@ -99,7 +105,9 @@ class RLSettings:
         return cls(iterations=int(rl.iterations), batch_prompts=int(rl.batch_prompts), sampling=rl.sampling,
                    temperature=float(rl.temperature), max_new_tokens=int(rl.max_new_tokens),
                    kl_coef=float(rl.kl_coef), kl_form=rl.kl_form, eval_every=int(rl.eval_every),
-                   select_start=bool(rl.select_start), lr=float(t.lr), max_grad_norm=float(t.max_grad_norm),
+                   select_start=bool(rl.select_start), reward_norm=bool(rl.get("reward_norm", False)),
+                   reward_clip=None if rl.get("reward_clip") is None else float(rl.reward_clip), lr=float(t.lr),
+                   max_grad_norm=float(t.max_grad_norm),
                    adam_beta2=float(t.adam_beta2), weight_decay=float(t.weight_decay), micro_batch=int(t.batch_size),
                    gen_batch=int(t.eval_batch_size), precision=t.precision, seed=int(cfg.seed))
 
@@ -419,9 +427,10 @@ def train_reinforce(model: nn.Module, tokenizer: Any, method: Any, train: Sequen
                         sampling=s.sampling, temperature=s.temperature,
                         seed=s.seed * 1_000_003 + u if s.sampling == "sample" else None)
         rewards = task.rewards(records, [r.text for r in rolls])
+        shaped = shape_rewards(rewards, norm=s.reward_norm, clip=s.reward_clip)
         t1 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        parts = policy_gradient_step(model, rolls, rewards, kl_coef=s.kl_coef, kl_form=s.kl_form,
+        parts = policy_gradient_step(model, rolls, shaped, kl_coef=s.kl_coef, kl_form=s.kl_form,
                                      base_context=base_context if s.kl_coef > 0 else None,
                                      micro_batch=s.micro_batch, pad_id=pad_id, autocast_dtype=amp_dtype)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), s.max_grad_norm))
@@ -453,6 +462,18 @@ def _write_curve(run_dir: Path, result: RLResult, settings: RLSettings, metric: 
         "iterations": result.iterations, "finished": finished, "evaluations": result.curve,
         "settings": asdict(settings),
     })
+
+
+def shape_rewards(rewards: Sequence[float], *, norm: bool = False, clip: float | None = None) -> list[float]:
+    """The rewards the policy gradient uses, as the official ``Reinforce.get_rewards`` shapes them: with ``norm``,
+    r ← (r − mean r) / max(std r, 1e-7) over the batch (population std, ``np.std``); then, with ``clip`` > 0,
+    r ← clip(r, −clip, clip). Neither by default (official ``rw_norm: false``, ``rw_clip: null``)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if norm:
+        r = (r - r.mean()) / max(float(r.std()), 1e-7)
+    if clip is not None and clip > 0:
+        r = np.clip(r, -clip, clip)
+    return [float(x) for x in r]
 
 
 def iter_batches(n: int, batch: int, seed: int) -> Iterator[np.ndarray]:
