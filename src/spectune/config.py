@@ -149,6 +149,10 @@ def validate(cfg: DictConfig) -> None:
     if t.deepspeed == "zero3" and "WORLD_SIZE" not in os.environ:
         raise ConfigError("train.deepspeed=zero3 needs the distributed launcher: run `torchrun --nproc_per_node N -m "
                           "spectune.train ... train.deepspeed=zero3` (N = 1 for one GPU), or drop train.deepspeed.")
+    if t.get("compile") and cfg.method.get("count") == "forward_calls":
+        raise ConfigError("train.compile=true with method.count=forward_calls: LoRA-Dash's per-call counter switches "
+                          "a layer (an SVD) inside its forward, which a compiled graph cannot run. Use "
+                          "method.count=optimizer_steps (the default) or drop train.compile.")
     if t.objective == "reinforce":
         _validate_reinforce(cfg)
 

@@ -62,6 +62,7 @@ class TrainOptions(_Strict):
     deepspeed: Literal["zero2", "zero3"] | None = None
     num_threads: int | None = Field(default=None, ge=1)
     objective: Literal["next_token", "reinforce"] = "next_token"
+    compile: bool = False
     rl: RLOptions
 
     @model_validator(mode="after")
@@ -72,6 +73,12 @@ class TrainOptions(_Strict):
             raise ValueError("train.max_steps=0 trains nothing; use a positive number, or -1/null for train.epochs")
         if self.warmup_steps and self.warmup_ratio:
             raise ValueError("set either train.warmup_steps or train.warmup_ratio, not both")
+        if self.compile and self.deepspeed:
+            raise ValueError(f"train.compile=true with train.deepspeed={self.deepspeed} is not supported (not tested; "
+                             "ZeRO-3 partitions the LoRA factors the fused forward reads); drop one of them")
+        if self.compile and self.objective == "reinforce":
+            raise ValueError("train.compile=true compiles the HF Trainer's model; train.objective=reinforce does not "
+                             "use it (generation-heavy loop); drop train.compile")
         return self
 
 

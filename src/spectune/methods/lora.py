@@ -1,7 +1,10 @@
-"""LoRA through PEFT, untouched: the baseline every other method is compared with (docs/methods.md, "LoRA").
+"""LoRA through PEFT: the baseline every other method is compared with (docs/methods.md, "LoRA").
 
 ΔW = s·B A with s = α / r, B ∈ R^{d_out×r} zero-initialised, A ∈ R^{r×d_in} (Hu et al. 2021); PEFT's
-``LoraConfig`` + ``get_peft_model`` inject it and ``merge_and_unload`` folds it into W.
+``LoraConfig`` + ``get_peft_model`` inject it and ``merge_and_unload`` folds it into W. With ``fused: true`` (the
+default) PEFT builds :class:`~spectune.methods.lora_fused.FusedLoraLinear` layers (its custom-module mechanism): PEFT's
+``lora.Linear`` with W x + s·(drop(x) Aᵀ) Bᵀ as one GEMM epilogue; parameters, names, state dict, save/load and merge
+are PEFT's. ``fused: false`` gives PEFT's ``lora.Linear`` forward itself.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from spectune.methods.targets import check_rank, resolve_targets
 
 @dataclass
 class LoraSpec:
-    """LoRA hyper-parameters: rank ``r``, scale numerator ``alpha`` (s = α/r), dropout and targets."""
+    """LoRA hyper-parameters: rank ``r``, scale numerator ``alpha`` (s = α/r), dropout and targets; ``fused``: the
+    fused forward (:mod:`spectune.methods.lora_fused`) in place of PEFT's ``lora.Linear.forward``."""
 
     r: int = 8
     alpha: float = 16.0
@@ -29,6 +33,7 @@ class LoraSpec:
     target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"])
     bias: str = "none"
     modules_to_save: list[str] | None = None
+    fused: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
@@ -38,6 +43,8 @@ class LoraSpec:
                              "switch the adapter off).")
         if not 0.0 <= self.dropout <= 1.0:
             raise ValueError(f"method.dropout={self.dropout!r} must be in [0, 1].")
+        if not isinstance(self.fused, bool):
+            raise ValueError(f"method.fused={self.fused!r} must be true or false.")
         if isinstance(self.target_modules, tuple):
             self.target_modules = list(self.target_modules)
 
@@ -71,15 +78,25 @@ class LoRA(Method):
     def __init__(self, spec: LoraSpec):
         self.spec = spec
 
+    def fused_layer(self) -> type[nn.Module]:
+        """The PEFT ``lora.Linear`` subclass built for ``nn.Linear`` targets when ``spec.fused`` (imported lazily:
+        PEFT loads only when a model is adapted)."""
+        from spectune.methods.lora_fused import FusedLoraLinear
+
+        return FusedLoraLinear
+
     def peft_config(self, task_type: str | None):
-        """The PEFT ``LoraConfig`` for this spec."""
+        """The PEFT ``LoraConfig`` for this spec (with the fused layer registered when ``spec.fused``)."""
         from peft import LoraConfig
 
-        return LoraConfig(
+        from spectune.methods.lora_fused import register_fused
+
+        config = LoraConfig(
             r=self.spec.r, lora_alpha=self.spec.alpha, lora_dropout=self.spec.dropout,
             target_modules=self.spec.target_modules, bias=self.spec.bias, task_type=task_type,
             modules_to_save=self.spec.modules_to_save,
         )
+        return register_fused(config, self.fused_layer()) if self.spec.fused else config
 
     def attach(self, model: nn.Module, task_type: str | None) -> nn.Module:
         from peft import get_peft_model

@@ -18,6 +18,8 @@ on a tuner layer, so ``save_pretrained`` / ``trainer.save_model`` write them int
 Trainer resume (``PeftModel.load_adapter``) restores them. The dash term is added by a forward hook on the PEFT
 layer, using PEFT's dropout module of that adapter (a second, independent draw, as in the official code); before the
 switch the hook returns the layer's output untouched, so the model is exactly plain LoRA (and δ gets no gradient).
+With ``fused: true`` (default) the layers are ``FusedDashLinear`` (``lora_dash_layer``): PEFT's ``lora.Linear`` whose
+forward adds s·BA drop(x) and U_S diag(δ) V_Sᵀ drop'(x) as two GEMM epilogues into W x, no hook.
 A fresh ``PeftModel.from_pretrained`` silently ignores the dash tensors: load with
 ``LoRADash.load_adapter(base_model, folder)``.
 """
@@ -45,6 +47,7 @@ from spectune.methods.lora_dash_layer import (
     SWITCHED,
     U_S,
     V_S,
+    FusedDashLinear,
     base_name,
     dash_forward_hook,
     dash_layers,
@@ -155,6 +158,10 @@ class LoRADash(LoRA):
         self.counter = None  # ForwardCallCounter for count=forward_calls
 
     # ----------------------------------------------------------------------------------------------- attach
+    def fused_layer(self) -> type[nn.Module]:
+        """PEFT ``lora.Linear`` with the fused LoRA and dash terms (``spec.fused``; the hook path otherwise)."""
+        return FusedDashLinear
+
     def attach(self, model: nn.Module, task_type: str | None) -> nn.Module:
         layers = resolve_targets(model, self.spec.target_modules)
         check_rank(layers, self.spec.r)
@@ -208,7 +215,8 @@ class LoRADash(LoRA):
             setattr(layer, SWITCHED, BufferDict(flags, persistent=True))
             setattr(layer, CALLS, BufferDict(calls, persistent=True))
             refresh_mirrors(layer)
-            layer.register_forward_hook(dash_forward_hook, with_kwargs=True)
+            if not isinstance(layer, FusedDashLinear):  # a fused layer adds the term in its own forward
+                layer.register_forward_hook(dash_forward_hook, with_kwargs=True)
             layer.register_load_state_dict_post_hook(refresh_mirrors)
             found += 1
         if not found:

@@ -1,5 +1,6 @@
 """LoRA-Dash's layer-level pieces (a leaf module, as PEFT's ``layer.py``): the names of the tensors it registers
-on PEFT LoRA layers, the forward hook that adds U_S diag(δ) V_Sᵀ drop(x), and small accessors. Imported by
+on PEFT LoRA layers, the forward hook that adds U_S diag(δ) V_Sᵀ drop(x) to a plain PEFT layer, the fused layer
+(:class:`FusedDashLinear`) that adds it in its own forward, and small accessors. Imported by
 ``lora_dash`` (the method) and ``lora_dash_schedule`` (its callbacks); imports neither.
 """
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from spectune.methods.base import PEFT_PREFIX
+from spectune.methods.lora_fused import FusedLoraLinear
 
 DELTA, U_S, V_S = "lora_dash_delta", "lora_dash_U", "lora_dash_V"
 INDEX, SWITCHED, CALLS = "lora_dash_index", "lora_dash_switched", "lora_dash_calls"
@@ -62,13 +64,8 @@ def refresh_mirrors(module: nn.Module, *_: Any) -> None:
     module._lora_dash_ncalls = {a: int(c) for a, c in getattr(module, CALLS).items()}
 
 
-def dash_forward_hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor | None:
-    """Add U_S diag(δ) V_Sᵀ drop(x) to a PEFT LoRA layer's output once that adapter has switched; else nothing."""
-    if not module._lora_dash_on or module.disable_adapters:
-        return None
-    if kwargs.get("adapter_names") is not None:
-        raise ValueError("LoRA-Dash does not support PEFT's mixed-adapter batches (adapter_names=...).")
-    x = args[0] if args else kwargs["x"]
+def add_dash(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """``output`` + U_S diag(δ) V_Sᵀ drop(x) of every active, switched adapter (out of place; PEFT's forward path)."""
     for adapter in module.active_adapters:
         if adapter not in module._lora_dash_on:
             continue
@@ -80,6 +77,51 @@ def dash_forward_hook(module: nn.Module, args: tuple, kwargs: dict, output: torc
         dash = ((xd @ getattr(module, V_S)[adapter].to(dt)) * delta.to(dt)) @ getattr(module, U_S)[adapter].to(dt).mT
         output = output + dash.to(output.dtype)
     return output
+
+
+def dash_forward_hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor | None:
+    """Add U_S diag(δ) V_Sᵀ drop(x) to a PEFT LoRA layer's output once that adapter has switched; else nothing.
+
+    Registered on plain PEFT ``lora.Linear`` layers; :class:`FusedDashLinear` adds the term in its own forward."""
+    if isinstance(module, FusedDashLinear) or not module._lora_dash_on or module.disable_adapters:
+        return None
+    if kwargs.get("adapter_names") is not None:
+        raise ValueError("LoRA-Dash does not support PEFT's mixed-adapter batches (adapter_names=...).")
+    return add_dash(module, args[0] if args else kwargs["x"], output)
+
+
+class FusedDashLinear(FusedLoraLinear):
+    """:class:`~spectune.methods.lora_fused.FusedLoraLinear` plus LoRA-Dash's term in the same epilogue style:
+
+        y = W x;  y ← y + s·(drop(x) Aᵀ) Bᵀ;  y ← y + ((drop'(x) V_S) ⊙ δ) U_Sᵀ   (each one ``addmm_``)
+
+    with drop' a second draw of the adapter's dropout after LoRA's (the order of the hook path, so the same seed
+    gives the same masks). Before the switch (or with adapters disabled) the term is absent, as in the hook path;
+    when the fused path does not apply, PEFT's forward then :func:`add_dash` run.
+    """
+
+    def extra_terms(self, x: torch.Tensor, out2d: torch.Tensor) -> None:
+        on = getattr(self, "_lora_dash_on", None)
+        if not on:
+            return
+        dt = out2d.dtype
+        xs = x if x.dtype == dt else x.to(dt)
+        for adapter in self.active_adapters:
+            if adapter not in on:
+                continue
+            xd = self.lora_dropout[adapter](xs)
+            v = getattr(self, V_S)[adapter].to(dt)
+            u = getattr(self, U_S)[adapter].to(dt)
+            h = torch.mm(xd.reshape(-1, xd.shape[-1]), v) * getattr(self, DELTA)[adapter].to(dt)  # tokens × s
+            out2d.addmm_(h, u.t())
+
+    def plain_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        output = super().plain_forward(x, *args, **kwargs)
+        if not getattr(self, "_lora_dash_on", None) or self.disable_adapters:
+            return output
+        if kwargs.get("adapter_names") is not None:
+            raise ValueError("LoRA-Dash does not support PEFT's mixed-adapter batches (adapter_names=...).")
+        return add_dash(self, x, output)
 
 
 def model_identity(model: nn.Module) -> str:

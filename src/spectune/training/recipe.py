@@ -141,6 +141,8 @@ def training_arguments(cfg: DictConfig, run_dir: Path):
         dataloader_num_workers=0,
         optim="adamw_torch",
         disable_tqdm=False,
+        # torch.compile of the model (accelerate's TorchDynamoPlugin, inductor) in the Trainer's prepare step.
+        torch_compile=bool(t.get("compile", False)),
     )
 
 

@@ -1,0 +1,217 @@
+"""The fused LoRA forward (spectune.methods.lora_fused) against PEFT's own ``lora.Linear`` forward, and LoRA-Dash's
+fused layer against its hook path: outputs, gradients of A, B (and δ), merged weights, save / load, with dropout
+(same seed) and without, in float64; no graph breaks under torch.compile's tracer."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from spectune.methods import build_method
+from spectune.methods.lora_dash import DELTA, LoRADash, dash_layers
+from spectune.methods.lora_dash_layer import FusedDashLinear
+from spectune.methods.lora_fused import FusedLoraLinear
+
+TARGETS = ["fc1", "fc2"]
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class MLP(nn.Module):
+    def __init__(self, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 16, dtype=dtype)
+        self.fc2 = nn.Linear(16, 10, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def base(dtype: torch.dtype = torch.float64) -> MLP:
+    torch.manual_seed(0)
+    return MLP(dtype)
+
+
+def attach(name: str, fused: bool, dropout: float, dtype: torch.dtype = torch.float64, **kw):
+    method = build_method(name, r=4, alpha=8.0, dropout=dropout, target_modules=TARGETS, fused=fused, **kw)
+    torch.manual_seed(1)
+    model = method.attach(base(dtype), None)
+    with torch.no_grad():  # B ≠ 0 so the update is tested, the same in both models
+        g = torch.Generator().manual_seed(2)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+    return method, model
+
+
+def switch_dash(method: LoRADash, model: nn.Module) -> None:
+    method.switch(model)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for _, layer in dash_layers(model):
+            d = getattr(layer, DELTA)["default"]
+            d.copy_(torch.randn(d.shape, generator=g, dtype=torch.float64).to(d.dtype))
+
+
+def x_batch(dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(3, 5, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64).to(dtype)
+
+
+def run(model: nn.Module, x: torch.Tensor, seed: int = 5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Train-mode output and gradients of every trainable tensor (dropout drawn from ``seed``)."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    y = model(x)
+    (y.square().sum() + y.sum()).backward()
+    return y.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def layer_types(model: nn.Module) -> set[type]:
+    return {type(m) for m in model.modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, nn.ModuleDict)}
+
+
+@pytest.mark.parametrize("name", ["lora", "plora"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_lora_equals_peft(name: str, dropout: float) -> None:
+    _, plain = attach(name, False, dropout)
+    _, fused = attach(name, True, dropout)
+    assert layer_types(fused) == {FusedLoraLinear} and FusedLoraLinear not in layer_types(plain)
+    assert fused.state_dict().keys() == plain.state_dict().keys()  # PEFT's names: the same state dict
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, fused.state_dict()[k]), k
+    x = x_batch()
+    y0, g0 = run(plain, x)
+    y1, g1 = run(fused, x)
+    torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-12)
+    assert g0.keys() == g1.keys() and any("lora_A" in k for k in g0) and any("lora_B" in k for k in g0)
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-11, atol=1e-12, msg=k)
+    if dropout:  # the masks really act: another seed gives another output
+        assert not torch.allclose(run(fused, x, seed=6)[0], y1)
+    # eval (no dropout), the disabled adapter and the merged model
+    fused.eval()
+    plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), plain(x), rtol=1e-12, atol=1e-12)
+        with fused.disable_adapter():
+            torch.testing.assert_close(fused(x), base()(x), rtol=0, atol=0)
+        m0, m1 = copy.deepcopy(plain).merge_and_unload(), copy.deepcopy(fused).merge_and_unload()
+        assert type(m1.fc1) is nn.Linear
+        torch.testing.assert_close(m1.fc1.weight, m0.fc1.weight, rtol=0, atol=0)
+        torch.testing.assert_close(m1(x), fused(x), rtol=1e-12, atol=1e-12)
+
+
+def test_fused_lora_save_load_round_trip(tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    method, fused = attach("lora", True, 0.1)
+    method.save(fused, tmp_path / "adapter")
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert "_custom_modules" not in cfg  # the saved config is PEFT's plain LoRA config
+    _, plain = attach("lora", False, 0.1)
+    plain.save_pretrained(str(tmp_path / "plain"))
+    assert json.loads((tmp_path / "plain" / "adapter_config.json").read_text()) == cfg
+    loaded = method.load_adapter(base(), tmp_path / "adapter")
+    again = PeftModel.from_pretrained(base(), str(tmp_path / "adapter"))
+    x = x_batch()
+    fused.eval()
+    with torch.no_grad():
+        for other in (loaded, again):
+            other.eval()
+            torch.testing.assert_close(other(x), fused(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_dash_equals_hook_path(dropout: float, tmp_path: Path) -> None:
+    kw = dict(s=2, t=1, select="top_sigma", svd_cache=False)
+    m_plain, plain = attach("lora_dash", False, dropout, **kw)
+    m_fused, fused = attach("lora_dash", True, dropout, **kw)
+    assert layer_types(fused) == {FusedDashLinear}
+    assert all(not layer._forward_hooks for _, layer in dash_layers(fused))  # no hook: the forward adds the term
+    x = x_batch()
+    # before the switch: plain LoRA in both, δ gets no gradient
+    y0, g0 = run(plain, x)
+    y1, g1 = run(fused, x)
+    torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-12)
+    assert not any(DELTA in k for k in g1)
+    for model, method in ((plain, m_plain), (fused, m_fused)):
+        switch_dash(method, model)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    y0, g0 = run(plain, x)
+    y1, g1 = run(fused, x)
+    torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-12)
+    assert any(DELTA in k for k in g0) and g0.keys() == g1.keys()
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-11, atol=1e-12, msg=k)
+    fused.eval()
+    with torch.no_grad():
+        merged = m_fused.merged(fused)  # the dash term is merged in fp32 (LoRADash.merged): 1e-7 off the forward
+        torch.testing.assert_close(merged(x), fused(x), rtol=1e-5, atol=1e-6)
+        merged_plain = m_plain.merged(plain)
+        for key in ("fc1", "fc2"):
+            torch.testing.assert_close(getattr(merged, key).weight, getattr(merged_plain, key).weight, rtol=0, atol=0)
+    m_fused.save(fused, tmp_path / "dash")
+    loaded = LoRADash(m_fused.spec).load_adapter(base(), tmp_path / "dash")
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), fused(x), rtol=1e-12, atol=1e-12)
+
+
+def test_fallback_paths_are_peft() -> None:
+    """Mixed-adapter batches, merged adapters: PEFT's forward runs (and LoRA-Dash's term is still added)."""
+    method, fused = attach("lora_dash", True, 0.0, s=2, t=1, select="top_sigma", svd_cache=False)
+    switch_dash(method, fused)
+    fused.eval()
+    x = x_batch()
+    layer = fused.base_model.model.fc1
+    with torch.no_grad():
+        want = layer(x)
+        with pytest.raises(ValueError, match="mixed-adapter"):
+            layer(x, adapter_names=["default"] * 3)
+        assert not layer.fusable((), {"adapter_names": ["default"] * 3})
+        layer.merge()
+        assert not layer.fusable((), {})
+        torch.testing.assert_close(layer(x), want, rtol=1e-12, atol=1e-12)  # W + sBA, plus the dash term
+        layer.unmerge()
+
+
+def test_bf16_model_with_fp32_adapters() -> None:
+    """Pure bf16 weights, PEFT's fp32 adapter masters: the fused path computes in bf16, grads stay fp32 and close."""
+    _, plain = attach("lora", False, 0.0, dtype=torch.bfloat16)
+    _, fused = attach("lora", True, 0.0, dtype=torch.bfloat16)
+    assert fused.base_model.model.fc1.lora_A["default"].weight.dtype == torch.float32  # autocast_adapter_dtype
+    x = x_batch(torch.bfloat16)
+    y0, g0 = run(plain, x)
+    y1, g1 = run(fused, x)
+    assert y1.dtype == torch.bfloat16
+    torch.testing.assert_close(y1.float(), y0.float(), rtol=3e-2, atol=3e-2)
+    for k in g0:
+        assert g1[k].dtype == torch.float32
+        torch.testing.assert_close(g1[k], g0[k], rtol=5e-2, atol=5e-2 * float(g0[k].abs().max()), msg=k)
+
+
+@pytest.mark.parametrize("name", ["lora", "lora_dash"])
+def test_no_graph_breaks(name: str) -> None:
+    kw = dict(s=2, t=1, select="top_sigma", svd_cache=False) if name == "lora_dash" else {}
+    method, model = attach(name, True, 0.1, dtype=torch.float32, **kw)
+    if name == "lora_dash":
+        switch_dash(method, model)
+    model.train()
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(x_batch(torch.float32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    torch._dynamo.reset()

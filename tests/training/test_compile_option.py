@@ -1,0 +1,42 @@
+"""``train.compile``: TrainingArguments' ``torch_compile`` from the recipe; the combinations it refuses name the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from spectune.config import CONF_DIR, ConfigError, validate
+from spectune.training.recipe import training_arguments
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+@pytest.mark.parametrize(("flag", "want"), [([], False), (["train.compile=true"], True)])
+def test_training_arguments_torch_compile(flag: list[str], want: bool, tmp_path: Path) -> None:
+    cfg = compose_cfg(["model=smollm2", "task=commonsense/boolq", "method=lora", *flag])
+    validate(cfg)
+    args = training_arguments(cfg, tmp_path)
+    assert args.torch_compile is want
+    if want:
+        assert args.torch_compile_backend == "inductor"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["train.compile=true", "train.deepspeed=zero2"], r"train\.compile=true with train\.deepspeed=zero2"),
+        (["train.compile=true", "method=lora_dash", "method.count=forward_calls"], r"method\.count=optimizer_steps"),
+        (["train.compile=true", "train.objective=reinforce", "method=svf", "task=t2/arc_easy"],
+         "drop train.compile"),
+        (["train.compile=maybe"], "train.compile"),
+    ],
+)
+def test_compile_refusals_name_the_fix(overrides: list[str], fragment: str) -> None:
+    cfg = compose_cfg(["model=smollm2", "task=commonsense/boolq", *overrides])
+    with pytest.raises(ConfigError, match=fragment):
+        validate(cfg)
