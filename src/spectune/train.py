@@ -2,7 +2,9 @@
 
 Distributed: ``torchrun --nproc_per_node N -m spectune.train … train.deepspeed=zero2`` (ranks come from the
 environment; Hydra rejects DeepSpeed's ``--local_rank`` argument, so do not use the ``deepspeed`` launcher
-without ``--no_local_rank``). Sweeps: ``python -m spectune.train -m experiment=<table>``.
+without ``--no_local_rank``). Sweeps: ``python -m spectune.train -m experiment=<table>``; on Slurm add
+``hydra/launcher=slurm_1gpu`` (or ``slurm_8gpu``: each cell's tasks take their ranks from submitit,
+:mod:`spectune.launch`).
 
 Bad input is refused with one message on stderr and exit status 2 (no traceback); a sweep trains every cell it
 can, then lists the failed ones and exits 1. Overrides whose key looks secret (``is_secret_key``: tokens, API keys,
@@ -25,13 +27,14 @@ from omegaconf import DictConfig, open_dict
 
 from spectune.cli import info_only, unwritable_folder
 from spectune.config import is_secret_key, register_resolvers, scrub_text
+from spectune.launch import FAILED, export_submitit_ranks
 
 register_resolvers()
 log = logging.getLogger("spectune")
 
-# Filled while the process runs: the secret overrides held back from Hydra, and the failed cells of a sweep.
+# Filled while the process runs: the secret overrides held back from Hydra, and the failed cells of a sweep (one list
+# shared with spectune.launch, whose Hydra callback adds the cells of submitit launchers).
 SECRETS: dict[str, str] = {}
-FAILED: list[tuple[str, str]] = []
 # Storage errors reported as one line (a full disk, a quota, a read-only or forbidden runs_root).
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
@@ -69,6 +72,7 @@ def main(cfg: DictConfig) -> None:
     from spectune.errors import UserError
     from spectune.training.recipe import train_and_evaluate
 
+    export_submitit_ranks()  # a cell of several submitit tasks (hydra/launcher=slurm_8gpu): ranks as torchrun's
     _inject(cfg, SECRETS)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -103,6 +107,12 @@ def cli() -> int:
     """Run :func:`main` with secret overrides held back; a sweep with failed cells exits 1 after listing them."""
     sys.argv[1:], secrets = split_secret_overrides(sys.argv[1:])
     SECRETS.update(secrets)
+    launcher = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra/launcher=")), "basic")
+    if secrets and launcher != "basic":
+        print(f"spectune.train: error: secret overrides ({', '.join(sorted(secrets))}) are kept off Hydra's command "
+              f"line, so the cells that hydra/launcher={launcher} starts in other processes would never see them; "
+              "give them through the environment instead (e.g. export WANDB_API_KEY=...).", file=sys.stderr)
+        return 2
     if not info_only(sys.argv[1:]):
         problem = unwritable_folder(sys.argv[1:], "runs_root", "runs")
         if problem:
