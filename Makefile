@@ -101,8 +101,10 @@ reproduce-plora: ## PeriodicLoRA study: FT vs LoRA vs PLoRA (plain, momentum 0.9
 # Transformer² (issue 9). Table 1: base vs LoRA vs SVF experts (REINFORCE) on GSM8K / MBPP / ARC-Easy; Table 2:
 # base vs LoRA vs the strategies on MATH / HumanEval / ARC-Challenge, over Table 1's experts (its SVF runs) and
 # LoRA runs (the one of the task's domain). Cells: conf/experiment/t2_table{1,2}_$(SCALE).yaml, grids
-# conf/sweep/t2_table1_$(SCALE)/. Rows that train nothing: python -m spectune.training.score_task (base, LoRA on an
-# unseen task) and python -m spectune.adapt (one call per strategy, task and seed; a seed whose result exists is skipped).
+# conf/sweep/t2_table{1,2}_$(SCALE)/ (Table 2's one grid trains the classification expert, task=t2/cls, per model and
+# seed on the experts' train/validation items). Rows that train nothing: python -m spectune.training.score_task (base,
+# LoRA on an unseen task) and python -m spectune.adapt (one call per strategy, task and seed; a seed whose result
+# exists is skipped; cls_expert reads the classification expert of its model and seed).
 T2_SUFFIX = $(if $(filter paper,$(SCALE)),_paper,)
 T2_RUNS1 = runs/t2_table1$(T2_SUFFIX)
 T2_RUNS2 = runs/t2_table2$(T2_SUFFIX)
@@ -115,9 +117,8 @@ T2_DOMAIN_humaneval = mbpp
 T2_DOMAIN_arc_challenge = arc_easy
 T2_SVF_LABEL = svf-official-mlp
 T2_LORA_LABEL = lora-r16
-# Strategies run. cls_expert needs a classification expert, which no trainer path produces yet (docs/adapt.md,
-# "Not done"): its rows are shown as "not run".
-T2_STRATEGIES = prompt few_shot
+# Strategies run (cls_expert with the classification expert $(T2_RUNS2)/<model>/$(T2_SVF_LABEL)/t2_cls/seed<k>).
+T2_STRATEGIES = prompt cls_expert few_shot
 # spectune.adapt settings (conf/adapt.yaml); the test sizes must equal conf/experiment/t2_table2_$(SCALE).yaml's
 # (the driver refuses rows whose test items differ). The first pass keeps the task's official budget (classify.max_new_tokens
 # unset: 512 new tokens, MATH 1024): SmolLM2 rarely stops early, so at smoke scale it dominates the adapt time (add
@@ -134,7 +135,8 @@ t2-table1-runs: ## Transformer² Table 1 run folders: the lora and svf grids (RE
 	    model=$$model task=t2/$$task seed=$$seed || exit 1; \
 	done; done; done
 
-t2-table2-runs: t2-table1-runs ## Transformer² Table 2 rows: base and LoRA scored on the unseen tasks, adapt strategies
+t2-table2-runs: t2-table1-runs ## Transformer² Table 2 rows: the classification expert, base and LoRA scored on the unseen tasks, adapt strategies
+	$(call sweep,t2_table2_$(SCALE),seed=$(SEED_LIST))
 	for model in $(T2_MODELS); do for task in $(T2_UNSEEN); do for seed in $$(seq 0 $$(($(SEEDS)-1))); do \
 	  budget=$$([ "$(SCALE)/$$task" = paper/math ] && echo $(T2_BUDGET_paper_math)); \
 	  $(BIN)/python -m spectune.training.score_task --experiment t2_table2_$(SCALE) --runs $(T2_RUNS2) \
@@ -146,8 +148,9 @@ t2-table2-runs: t2-table1-runs ## Transformer² Table 2 rows: base and LoRA scor
 	  experts=$$(for t in $(T2_SEEN); do printf '%s,' $(T2_RUNS1)/$$model/$(T2_SVF_LABEL)/t2_$$t/seed$$seed; done); \
 	  for strategy in $(T2_STRATEGIES); do \
 	    ls $(T2_RUNS2)/adapt/$$model/t2_$$task/$$strategy/result-seed$$seed-*.json >/dev/null 2>&1 && continue; \
+	    cls=$$([ $$strategy = cls_expert ] && echo cls_expert=$(T2_RUNS2)/$$model/$(T2_SVF_LABEL)/t2_cls/seed$$seed); \
 	    $(BIN)/python -m spectune.adapt strategy=$$strategy model=$$model task=t2/$$task seed=$$seed \
-	      "experts=[$${experts%,}]" out_dir=$(T2_RUNS2)/adapt $(T2_ADAPT_$(SCALE)) || exit 1; \
+	      "experts=[$${experts%,}]" $$cls out_dir=$(T2_RUNS2)/adapt $(T2_ADAPT_$(SCALE)) || exit 1; \
 	  done; \
 	done; done; done
 

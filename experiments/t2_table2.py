@@ -13,7 +13,10 @@ Rows:
 - ``t2_prompt`` / ``t2_cls_expert`` / ``t2_few_shot``: Transformer²'s strategies over Table 1's SVF experts, one
   ``python -m spectune.adapt`` result JSON per strategy, task and seed under ``<runs>/adapt/<model>/<task>/<strategy>/``
   (read by :func:`adapt_records`; several results for one seed: the newest is used and the others are noted). A
-  strategy without a result reads ``not run`` (cls_expert: no classification expert is trained, docs/adapt.md).
+  strategy without a result reads ``not run``. ``t2_cls_expert``'s first pass runs the classification expert, the
+  one cell this table trains (``conf/sweep/<experiment>/cls_expert.yaml``: SVF, task ``t2_cls``, REINFORCE on the
+  experts' train / validation items; ``<runs>/<model>/svf-official-mlp/t2_cls/seed<k>``); the caption names it,
+  its training settings and its best validation accuracy (:func:`classifier_lines`).
 
 Beside the scores: the first-pass time of each strategy as the paper's Table 3 states it (first pass in s and as a
 share of the second pass; also of the whole inference), with the paper's Table 3 numbers for the prompt strategy.
@@ -241,6 +244,42 @@ def _round(x: Any) -> Any:
     return x
 
 
+def classifier_lines(runs: Sequence[RunRecord], adapt: Sequence[RunRecord]) -> list[str]:
+    """Caption bullets on the classification experts the cls_expert results used (their ``provenance.cls_expert``):
+    run folder, status, domains, REINFORCE settings and best validation exact match (``summary.json``)."""
+    used = {}
+    for rec in adapt:
+        if rec.method == STRATEGY_METHOD["cls_expert"]:
+            prov = (_read_json(rec.path) or {}).get("provenance") or {}
+            if prov.get("cls_expert"):
+                used[str(prov["cls_expert"])] = prov.get("cls_expert_domains")
+    by_path = {r.path.resolve(): r for r in runs if r.task == "t2_cls"}
+    lines = []
+    for given, domains in sorted(used.items()):
+        run = by_path.get(Path(given).resolve())
+        if run is None:
+            lines.append(f"- `{given}`: not among the run folders read (domains {domains}).")
+            continue
+        cfg, summary = run.config or {}, run.summary or {}
+        rl = summary.get("rl") or {}
+        settings = ", ".join(f"{k}={_get_key(cfg, k)}" for k in ("train.lr", "train.rl.iterations",
+                                                                 "train.rl.batch_prompts", "task.n_train",
+                                                                 "task.n_valid") if _get_key(cfg, k) is not None)
+        lines.append(f"- `{given}` ({run.status}, commit {str(run.commit or '?')[:7]}): SVF trained by REINFORCE on "
+                     f"the experts' train items (domains {_get_key(cfg, 'task.domains') or domains}; {settings}); "
+                     f"best validation exact match {rl.get('best_valid_exact_match')} on {rl.get('n_valid')} items "
+                     f"(iteration {rl.get('best_iteration')}).")
+    return lines
+
+
+def _get_key(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(cfg, Mapping):
+            return None
+        cfg = cfg.get(part)
+    return cfg
+
+
 # ------------------------------------------------------------------------------------------------------ table
 def expected_rows(experiment: str) -> tuple[tuple[str | None, str, int | None], ...]:
     """For each model of the experiment: base, LoRA r16, and the three strategies."""
@@ -294,9 +333,11 @@ def make_table(runs: Sequence[RunRecord], adapt: Sequence[RunRecord], runs_root:
     # Nothing here trains: the generic "Training settings" bullet would quote the scoring configs' unused train keys.
     table.provenance.settings_by_row.clear()
     bullets = settings_bullets([r for r in placed if r.method in (BASE, "lora")])
-    bullets.insert(0, "**Trained rows**: none in this table. LoRA and the SVF experts are Table 1's runs "
-                      "(`results/tables/t2_table1_<scale>.md` lists their training settings); LoRA's run folders here "
-                      "name the run they score (`summary.json`: `source_run`, `trained_on`).")
+    bullets.insert(0, "**Trained here**: only the classification expert of the cls_expert row (SVF, task `t2_cls`, "
+                      "REINFORCE on the experts' train / validation items; conf/sweep/<experiment>/cls_expert.yaml). "
+                      "LoRA and the SVF experts are Table 1's runs (`results/tables/t2_table1_<scale>.md` lists their "
+                      "training settings); LoRA's run folders here name the run they score (`summary.json`: "
+                      "`source_run`, `trained_on`).")
     strategies = sorted({r.method for r in placed if r.method in STRATEGY_METHOD.values()})
     if strategies:
         cfg = next(r.config for r in placed if r.method in STRATEGY_METHOD.values())
@@ -312,9 +353,8 @@ def make_table(runs: Sequence[RunRecord], adapt: Sequence[RunRecord], runs_root:
                        "shots, population 32, 50 iterations).")
     missing = [s for s in STRATEGIES if STRATEGY_METHOD[s] not in strategies]
     if missing:
-        bullets.append(f"**Not run**: {', '.join(missing)} (no result file). cls_expert needs a classification "
-                       "expert, and no trainer path makes one yet (`t2_cls` is not a task of `spectune.train`; "
-                       "docs/adapt.md, \"Not done\"): its row is left empty rather than faked.")
+        bullets.append(f"**Not run**: {', '.join(missing)} (no result file; `make t2-table2-runs` writes them, "
+                       "cls_expert after training its classification expert): left empty rather than faked.")
     spec.extra_caption = tuple(bullets)
 
     def order(row: Any) -> tuple[Any, ...]:
@@ -339,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = grids.scale_of(args.experiment)
     adapt, notes = adapt_records(root / "adapt", scale)
     try:
-        table, placed = make_table(collect_runs(root), adapt, str(root), command, args.experiment, args.paper,
+        runs = collect_runs(root)
+        table, placed = make_table(runs, adapt, str(root), command, args.experiment, args.paper,
                                    wall_s(args), args.allow_mixed_commits, notes)
     except MixedCommitsError as err:
         return refuse(err)
@@ -356,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = [("First-pass time (the paper's Table 3)", timing)]
     if routes := routing_lines(used_adapt):
         sections.append(("First-pass classification (prompt / cls_expert)", routes))
+    if classifiers := classifier_lines(runs, used_adapt):
+        sections.append(("Classification expert (cls_expert's first pass)", classifiers))
     if cem := cem_lines(used_adapt):
         sections.append(("Few-shot mixture weights (CEM)", cem))
     notes_by_run = {str(r.path): "adapt result" for r in used_adapt}

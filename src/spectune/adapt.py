@@ -104,12 +104,13 @@ def run(container: dict[str, Any], svd_cache: Any = None) -> tuple[Path, dict[st
     """
     from spectune.adaptation.options import check_adapt, settings_from
     from spectune.adaptation.settings import AdaptError
-    from spectune.adaptation.sources import resolve_expert
+    from spectune.adaptation.sources import check_roles
 
     opts = check_adapt(container)  # before anything heavy is imported or loaded
     settings = settings_from(opts)
-    for given in [*opts.experts, *([opts.cls_expert] if opts.cls_expert else [])]:
-        resolve_expert(given)  # a missing path or a run of another method is refused before anything heavy loads
+    # A missing path, a run of another method, a classifier among the task experts or a cls_expert that is a task
+    # expert are refused before anything heavy loads; the classifier's trained domains go into the provenance.
+    cls_domains = check_roles(list(opts.experts), opts.cls_expert)
 
     from spectune.adaptation.experts import ExpertModel, load_expert, load_experts
     from spectune.adaptation.two_pass import run_dispatch, run_few_shot
@@ -147,6 +148,7 @@ def run(container: dict[str, Any], svd_cache: Any = None) -> tuple[Path, dict[st
         "transferred_experts": em.transferred,
         "provenance": {"commit": env["git"], "device": {**env["device"], "used": str(device)}, "seed": opts.seed,
                        "expert_paths": list(opts.experts), "cls_expert": opts.cls_expert,
+                       "cls_expert_domains": cls_domains,
                        "allow_other_base": opts.allow_other_base, "base_weights": opts.base_weights,
                        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "load_seconds": load_seconds, "packages": env["packages"], "python": env["python"],

@@ -128,9 +128,19 @@ def validate(cfg: DictConfig) -> None:
             f"Commonsense task '{cfg.task.name}' is generative and needs a causal LM (model=smollm2, llama_7b, …); "
             f"model={cfg.model.name} is a {cfg.model.family}."
         )
-    if family == "t2" and cfg.model.family != "causal_lm":
+    if family in ("t2", "t2_cls") and cfg.model.family != "causal_lm":
         raise ConfigError(f"Transformer² task '{cfg.task.name}' is generative and needs a causal LM (model=smollm2, "
                           f"llama3_8b_instruct, …); model={cfg.model.name} is a {cfg.model.family}.")
+    if family == "t2_cls":
+        from spectune.data.t2_cls import check_domains
+
+        try:
+            check_domains(container["task"].get("domains"))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    elif container["task"].get("domains") is not None:
+        raise ConfigError(f"task.domains is read by the classification task (task=t2/cls) only; task={cfg.task.name} "
+                          "would ignore it. Drop task.domains.")
     if family == "instruct":
         _validate_instruct(cfg)
     t = cfg.train

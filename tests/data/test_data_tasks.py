@@ -17,7 +17,7 @@ from spectune.data.tasks import COMMONSENSE_TASKS, GLUE_TASKS, PLORA_TASKS, TASK
 
 def test_registry() -> None:
     assert set(COMMONSENSE_TASKS) | set(GLUE_TASKS) | set(PLORA_TASKS) | {"commonsense", "mmlu_gsm8k"} | set(
-        T2_TASKS) == set(TASKS)
+        T2_TASKS) | {"t2_cls"} == set(TASKS)
     assert (TASKS["mnli"].num_labels, TASKS["stsb"].num_labels, TASKS["cola"].num_labels) == (3, 1, 2)
     assert TASKS["stsb"].is_regression and not TASKS["rte"].is_regression
     assert {t: TASKS[t].metric for t in GLUE_TASKS} == {

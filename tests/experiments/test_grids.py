@@ -19,7 +19,8 @@ from spectune.config import validate
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLE_EXPERIMENTS = ("glue_ft_vs_lora", "table1_commonsense_smoke", "table1_commonsense_paper", "table2_glue_smoke",
                      "table2_glue_paper", "plora_smoke", "plora_paper", "dash_ablation_smoke", "tsd_tracking_smoke",
-                     "t2_table1_smoke", "t2_table1_paper", "t2_svf_analysis_smoke")
+                     "t2_table1_smoke", "t2_table1_paper", "t2_table2_smoke", "t2_table2_paper",
+                     "t2_svf_analysis_smoke")
 T2_SEEN = ("t2_gsm8k", "t2_mbpp", "t2_arc_easy")
 GLUE3 = ("sst2", "rte", "mrpc")
 GLUE8 = ("mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb")
@@ -86,10 +87,12 @@ def _expected() -> dict[str, Counter]:
     ref = "runs/tsd_tracking/minilm/full/sst2/seed0"
     out["tsd_tracking_smoke"] = [cell("minilm", "sst2", "full", merged=True)] + [
         cell("minilm", "sst2", "lora", r, ref=ref) for r in (8, 16, 32)]
-    # Transformer²'s Table 1: LoRA r16 alpha 32 and SVF experts on the three expert tasks (Table 2 trains nothing).
+    # Transformer²'s Table 1: LoRA r16 alpha 32 and SVF experts on the three expert tasks; Table 2 trains only the
+    # classification expert (SVF, task t2_cls) per model.
     for scale, models in (("smoke", ("smollm2",)), ("paper", ("llama3_8b_instruct", "mistral_7b_instruct"))):
         out[f"t2_table1_{scale}"] = [cell(m, t, "lora", 16, alpha=32) for m in models for t in T2_SEEN]
         out[f"t2_table1_{scale}"] += [cell(m, t, "svf") for m in models for t in T2_SEEN]
+        out[f"t2_table2_{scale}"] = [cell(m, "t2_cls", "svf") for m in models]
     out["t2_svf_analysis_smoke"] = [cell("smollm2", "t2_gsm8k", "lora", 16, alpha=32)]
     return {k: Counter(v) for k, v in out.items()}
 

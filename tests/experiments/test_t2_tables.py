@@ -172,7 +172,8 @@ def test_table2_rows_strategies_timing_and_not_run(tmp_path: Path) -> None:
     paper = {(r["label"], r["method"]): r for r in rows if r["source"] == "paper"}
     assert paper[("paper (Llama3-8B-Instruct)", "t2_few_shot")]["arc_challenge_mean"] == "82.61"
     assert paper[("paper (Mistral-7B-Instruct-v0.3)", "t2_cls_expert")]["math_mean"] == "11.6"
-    assert "**Not run**: cls_expert" in md and "2 results for t2_prompt on t2_math seed 0" in md
+    assert "**Not run**: cls_expert (no result file" in md and "2 results for t2_prompt on t2_math seed 0" in md
+    assert "no trainer path" not in md
     timing = _rows((out / "t2_table2_smoke_timing.csv").read_text())
     prompt_math = [t for t in timing if t["task"] == "MATH" and t["row"] == "ours t2_prompt"]
     assert prompt_math and prompt_math[0]["first / second %"] == "25.0"

@@ -27,6 +27,7 @@ from typing import Any
 
 from spectune.adaptation.settings import DOMAINS, OTHER
 from spectune.data.records import Record
+from spectune.data.t2_cls import query_text  # the query a record shows the classifier (re-exported)
 
 OFFICIAL_REPO = "SakanaAI/self-adaptive-llms"
 OFFICIAL_COMMIT = "03a41aed1cfc57276e72ad5a42845a04b356db1e"
@@ -79,14 +80,6 @@ def classification_prompt(query: str, tokenizer: Any, chat_template: str | None 
                 {"role": "user", "content": query.strip()}]
     return tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False,
                                          add_generation_prompt=True)
-
-
-def query_text(record: Record) -> str:
-    """The query a record shows the classifier: its task's user turn (the official ``problem`` / ``question`` /
-    ``instruction`` field: MATH's problem, ARC's question with its options, the code tasks' instruction)."""
-    if not record.instruction:
-        raise ValueError(f"Record {record.task}/{record.id} has no instruction to classify.")
-    return record.instruction
 
 
 def classification_prompts(records: Sequence[Record], tokenizer: Any, chat_template: str | None = None) -> list[str]:

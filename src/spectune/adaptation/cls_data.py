@@ -1,96 +1,40 @@
-"""Training data of Transformer²'s classification expert: the experts' own training prompts, labelled by domain.
+"""Prompts, rewards and validation of Transformer²'s classification expert (task ``t2_cls``).
 
 Transformer² (Sun, Cetin, Tang 2025, ICLR 2025, §3.2, "classification expert"): an SVF expert trained with the same
 RL recipe (reward +1 for the right ``\\boxed{domain}``, −1 otherwise) to classify a query into the experts' domains,
-then used for the first pass. The official data (github:SakanaAI/self-adaptive-llms, commit 03a41ae,
-``tasks/cls.py`` lines 131-197, ``ClsTask``) takes about 400 items each of GSM8K's *test* split (math), MBPP
-(code) and ARC-Challenge's *test* split (reasoning), 4:1 train/test by position and the train part halved
-even/odd into train/validation. ARC-Challenge is one of the unseen tasks the classifier is then evaluated on, so
-the official classifier was trained on evaluation items.
-
-Here the classifier's items come only from the *expert* tasks (role "expert" in ``spectune.data.t2_tasks.T2``:
-GSM8K → math, MBPP → code, ARC-Easy → reasoning by default), from their train split (classifier train) and
-validation split (classifier validation), never from a test split and never from an unseen task; the test items of
-the same carve-out are listed in the metadata as excluded. The prompt is exactly the first pass's
+then used for the first pass (official: github:SakanaAI/self-adaptive-llms, commit 03a41ae, ``tasks/cls.py``,
+``ClsTask``). The data (the experts' train / validation splits only, never a test split or an unseen task) are built
+by :mod:`spectune.data.t2_cls` (re-exported here: :func:`classifier_data`, :class:`ClassifierData`, ...), which is
+also the registered task ``t2_cls`` of ``python -m spectune.train`` (``task=t2/cls``; ``task.domains`` chooses the
+expert tasks and their domains). The prompt is exactly the first pass's
 (:func:`spectune.adaptation.classify.classification_prompt`), the gold completion ``Classification:
 \\boxed{<domain>}`` (the format the official prompt asks for; used for next-token training and gold bits per byte).
 
-Records (``task = "t2_cls"``): ``id`` = ``<source task>:<source id>``, ``instruction`` = the source task's user turn,
-``output`` = the gold completion, ``answer`` = the domain, ``label`` = the domain's index in :data:`DOMAINS`.
-:class:`ClassifierRewardTask` is the reward task of the repo's REINFORCE loop
-(``spectune.training.reinforce.train_reinforce(model, tok, method, data.train, data.valid, ClassifierRewardTask(tok),
-RLSettings(...))``: the same interface as its ``T2RewardTask``), so an SVF classifier trains from Python now; training
-it through ``python -m spectune.train`` needs the task registered there (``t2_cls`` in ``spectune.data.tasks`` and
-``reward_task``). :func:`write_classifier_data` writes the records, prompts and targets as JSONL.
+:class:`ClassifierRewardTask` is the reward task of the repo's REINFORCE loop (the same interface as its
+``T2RewardTask``); ``spectune.training.reinforce.reward_task("t2_cls", tok)`` returns it, so
+``python -m spectune.train model=smollm2 method=svf task=t2/cls train.objective=reinforce`` trains the classifier and
+``python -m spectune.adapt strategy=cls_expert cls_expert=<that run folder> ...`` uses it (docs/adapt.md).
+:func:`write_classifier_data` writes the records, prompts and targets as JSONL.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from spectune.adaptation.classify import classification_prompt, domain_of, extract_classification, query_text
-from spectune.adaptation.settings import DOMAINS
 from spectune.data.records import Record
-from spectune.data.t2_tasks import load_t2, t2_task
+from spectune.data.t2_cls import (
+    CLS_TASK,
+    DEFAULT_DOMAINS,
+    ClassifierData,
+    check_domains,
+    classifier_data,
+    gold_completion,
+)
 from spectune.io import write_text_atomic
-
-CLS_TASK = "t2_cls"
-#: The experts' training tasks and their domains (Transformer²'s three experts).
-DEFAULT_DOMAINS: dict[str, str] = {"t2_gsm8k": "math", "t2_mbpp": "code", "t2_arc_easy": "reasoning"}
-
-
-def gold_completion(domain: str) -> str:
-    """The completion the classifier should give: the official prompt's format, ``Classification: \\boxed{...}``."""
-    return f"Classification: \\boxed{{{domain}}}"
-
-
-@dataclass
-class ClassifierData:
-    """The classifier's ``train`` and ``valid`` records and ``meta`` (per source task: split sizes, indices, origin,
-    and the test indices left out)."""
-
-    train: list[Record]
-    valid: list[Record]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def classifier_data(domains: Mapping[str, str] | None = None, source: str = "embedded", n_train: int | None = 64,
-                    n_valid: int | None = 16, n_test: int | None = 32, seed: int = 0) -> ClassifierData:
-    """Classifier records from the train / validation splits of the expert tasks in ``domains`` ({task: domain}).
-
-    ``n_train`` / ``n_valid`` / ``n_test`` / ``seed`` are the expert runs' task sizes and seed (defaults: the smoke
-    configs ``conf/task/t2/{gsm8k,mbpp,arc_easy}.yaml``), so the carve-out is theirs and the experts' test items stay
-    out. Refuses unseen (evaluation) tasks and unknown domains.
-    """
-    domains = dict(DEFAULT_DOMAINS if domains is None else domains)
-    if not domains:
-        raise ValueError("classifier_data needs at least one {task: domain}.")
-    train: list[Record] = []
-    valid: list[Record] = []
-    meta: dict[str, Any] = {"task": CLS_TASK, "source": source, "seed": seed, "domains": dict(domains),
-                            "requested": {"n_train": n_train, "n_valid": n_valid, "n_test": n_test}, "sources": {}}
-    for task, domain in domains.items():
-        spec = t2_task(task)
-        if spec.role != "expert":
-            raise ValueError(f"{spec.name} is an unseen (evaluation) task of Transformer²; the classifier is trained "
-                             "on the experts' training tasks only (the official classifier's data included "
-                             "ARC-Challenge test items; this builder refuses them).")
-        if domain not in DOMAINS:
-            raise ValueError(f"Domain '{domain}' of {spec.name} is not one of {list(DOMAINS)}.")
-        tr, va, te, m = load_t2(spec.name, source, n_train, n_valid, n_test, seed)
-        label = DOMAINS.index(domain)
-        for part, out in ((tr, train), (va, valid)):
-            out.extend(Record(task=CLS_TASK, id=f"{spec.name}:{r.id}", label=label, instruction=query_text(r),
-                              input="", context="", output=gold_completion(domain), answer=domain) for r in part)
-        meta["sources"][spec.name] = {"domain": domain, "n_train": len(tr), "n_valid": len(va),
-                                      "train_indices": m["train_indices"], "valid_indices": m["valid_indices"],
-                                      "excluded_test_indices": m["test_indices"], "origin": m["origin"]}
-    meta.update(n_train=len(train), n_valid=len(valid))
-    return ClassifierData(train, valid, meta)
 
 
 def classifier_prompt(record: Record, tokenizer: Any, chat_template: str | None = None) -> str:
@@ -167,6 +111,6 @@ def write_classifier_data(data: ClassifierData, folder: str | Path, tokenizer: A
     return folder
 
 
-__all__ = ["CLS_TASK", "DEFAULT_DOMAINS", "ClassifierData", "ClassifierRewardTask", "classifier_correct",
-           "classifier_data", "classifier_prompt", "classifier_rewards", "classifier_sft_pair", "gold_completion",
-           "write_classifier_data"]
+__all__ = ["CLS_TASK", "DEFAULT_DOMAINS", "ClassifierData", "ClassifierRewardTask", "check_domains",
+           "classifier_correct", "classifier_data", "classifier_prompt", "classifier_rewards", "classifier_sft_pair",
+           "gold_completion", "write_classifier_data"]

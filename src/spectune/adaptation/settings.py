@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from spectune.adaptation.cem import CEMSettings
+from spectune.data.t2_cls import DOMAINS  # the official classification prompt's categories, besides "other"
 from spectune.errors import UserError
 
-#: Domains of Transformer²'s dispatch (the official classification prompt's categories, besides "other").
-DOMAINS: tuple[str, ...] = ("code", "math", "reasoning")
 OTHER = "other"
 STRATEGIES = ("prompt", "cls_expert", "few_shot")
 TIE_BREAKS = ("gold", "completions", "none")

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from spectune.adaptation.settings import ExpertError
+from spectune.data.t2_cls import CLS_TASK
 
 #: The expert file ``method=svf`` writes (``spectune.methods.svf.EXPERT_FILE``; a test keeps the two equal).
 EXPERT_FILE = "svf_expert.safetensors"
@@ -48,4 +49,28 @@ def resolve_expert(path: str | Path) -> tuple[Path, str | None]:
     return file, task
 
 
-__all__ = ["EXPERT_FILE", "TASK_DOMAINS", "resolve_expert"]
+def check_roles(experts: list[str], cls_expert: str | None) -> dict[str, str] | None:
+    """Refuse a classification expert (a run of task ``t2_cls``) among the task experts, and a ``cls_expert`` that is
+    a run of another task; return the classifier run's ``task.domains`` (None when not a run folder or not recorded).
+
+    Transformer² (Sun, Cetin, Tang 2025, §3.2): the classification expert only routes; the task experts answer.
+    """
+    for given in experts:
+        if resolve_expert(given)[1] == CLS_TASK:
+            raise ExpertError(f"{given} is a classification expert (task t2_cls), not a task expert; pass it as "
+                              "cls_expert=... with strategy=cls_expert and list only task experts in experts=[...].")
+    if cls_expert is None:
+        return None
+    _, task = resolve_expert(cls_expert)
+    if task is not None and task != CLS_TASK:
+        raise ExpertError(f"cls_expert={cls_expert} is a run of task {task}, not a classification expert; train one "
+                          "with python -m spectune.train method=svf task=t2/cls train.objective=reinforce and pass "
+                          "that run folder.")
+    cfg_file = Path(cls_expert) / "config.yaml"
+    if task is None or not cfg_file.exists():
+        return None
+    domains = ((yaml.safe_load(cfg_file.read_text()) or {}).get("task") or {}).get("domains")
+    return {str(k): str(v) for k, v in domains.items() if v is not None} if isinstance(domains, dict) else None
+
+
+__all__ = ["CLS_TASK", "EXPERT_FILE", "TASK_DOMAINS", "check_roles", "resolve_expert"]

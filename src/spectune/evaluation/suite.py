@@ -83,7 +83,14 @@ def evaluate_plora(model: Any, tokenizer: Any, task: str, records: Sequence[Reco
 
 def evaluate_splits(model: Any, tokenizer: Any, splits: TaskSplits, protocols: Sequence[str], batch_size: int = 32,
                     max_length: int = 128, num_beams: int = 4, max_new_tokens: int = 32) -> dict[str, Any]:
-    """Score every test list of ``splits``; add ``primary`` (metric name and value, averaged over sub-tasks)."""
+    """Score every test list of ``splits``; add ``primary`` (metric name and value, averaged over sub-tasks).
+
+    A task without test items (Transformer²'s classification expert, ``t2_cls``: train / validation only) gets
+    ``{"n": 0}`` and a ``primary`` value of None; nothing is loaded or generated.
+    """
+    if not splits.test:
+        return {**{task: {"n": 0} for task in splits.tests()},
+                "primary": {"metric": splits.spec.metric, "value": None, "tasks": []}}
     out: dict[str, Any] = {}
     if splits.spec.family == "glue":
         for task, records in splits.tests().items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from spectune.data.records import Record
@@ -41,8 +41,8 @@ def causal_lm_features(records: Sequence[Record], tokenizer: Any, max_length: in
     return feats
 
 
-def t2_features(records: Sequence[Record], tokenizer: Any, max_length: int,
-                train_on_inputs: bool = False) -> list[dict[str, Any]]:
+def t2_features(records: Sequence[Record], tokenizer: Any, max_length: int, train_on_inputs: bool = False,
+                pair: Callable[[Record, Any], tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     """Transformer²'s next-token objective (the paper's SFT ablation, Table 4 rows 4, 6, 7): the official prompt
     (:func:`spectune.data.t2_tasks.build_prompt`: chat template, system text, pre-fill) then the gold continuation
     (:func:`~spectune.data.t2_tasks.gold_continuation`) and EOS.
@@ -50,14 +50,16 @@ def t2_features(records: Sequence[Record], tokenizer: Any, max_length: int,
     Tokenised as the gold bits per byte are scored (:func:`spectune.evaluation.likelihood.encode_pair`, no added
     special tokens: the template has its own), so the tokens trained on are the tokens scored. The prompt is masked
     with -100 unless ``train_on_inputs``. A pair longer than ``max_length`` loses the end of its target; a prompt that
-    leaves no target token within ``max_length`` is an error naming the length needed.
+    leaves no target token within ``max_length`` is an error naming the length needed. ``pair(record, tokenizer)``
+    gives another ``(prompt, target)`` (Transformer²'s classification expert:
+    :func:`spectune.adaptation.cls_data.classifier_sft_pair`); default :func:`~spectune.data.t2_tasks.sft_pair`.
     """
     from spectune.data.t2_tasks import sft_pair
     from spectune.evaluation.likelihood import encode_pair
 
     feats, short = [], []
     for r in records:
-        prompt, target = sft_pair(r, tokenizer)
+        prompt, target = (pair or sft_pair)(r, tokenizer)
         p_ids, t_ids = encode_pair(tokenizer, prompt, target)
         t_ids = [*t_ids, tokenizer.eos_token_id]
         if len(p_ids) >= max_length:

@@ -65,8 +65,10 @@ def init_distributed() -> None:
 
 
 def setup_data(cfg: DictConfig) -> TaskSplits:
+    domains = cfg.task.get("domains")  # family t2_cls: the expert tasks and their domains
     return load_task(cfg.task.name, source=cfg.task.source, n_train=cfg.task.n_train, n_test=cfg.task.n_test,
-                     seed=cfg.seed, path=cfg.task.path, n_valid=cfg.task.get("n_valid"))
+                     seed=cfg.seed, path=cfg.task.path, n_valid=cfg.task.get("n_valid"),
+                     domains=None if domains is None else dict(domains))
 
 
 def optimizer_steps(cfg: DictConfig, n_train: int) -> int:
@@ -99,6 +101,10 @@ def build_features(cfg: DictConfig, records, tok) -> list[dict[str, Any]]:
     """Tokenised training features of ``records`` for the next-token objective (by task family and model kind)."""
     if cfg.task.family == "t2":  # the official prompt and the gold answer, not LLM-Adapters' template
         return t2_features(records, tok, cfg.train.max_length, cfg.train.train_on_inputs)
+    if cfg.task.family == "t2_cls":  # the first pass's classification prompt and "Classification: \boxed{domain}"
+        from spectune.adaptation.cls_data import classifier_sft_pair
+
+        return t2_features(records, tok, cfg.train.max_length, cfg.train.train_on_inputs, pair=classifier_sft_pair)
     if model_kind(cfg) == "causal_lm":
         return causal_lm_features(records, tok, cfg.train.max_length, cfg.train.train_on_inputs)
     return encoder_features(records, tok, cfg.train.max_length)
@@ -352,7 +358,7 @@ def _train_reinforce(cfg: DictConfig, run_dir: Path, model: torch.nn.Module, tok
     best validation score, which is what gets saved; the curve is in ``rl_curve.json``."""
     from spectune.training.reinforce import CURVE_FILE, RLSettings, reward_task, train_reinforce
 
-    task = reward_task(cfg.task.family, splits.spec.name, tok)
+    task = reward_task(splits.spec.name, tok)
     result = train_reinforce(model, tok, method, splits.train, splits.validation, task,
                              RLSettings.from_config(cfg), run_dir=run_dir, log_event=events.log)
 

@@ -65,7 +65,7 @@ from spectune.data.records import Record
 from spectune.io import write_json_atomic
 
 #: Task families with a reward function (validated before a run starts, :func:`spectune.config.validate`).
-REWARD_FAMILIES: tuple[str, ...] = ("t2",)
+REWARD_FAMILIES: tuple[str, ...] = ("t2", "t2_cls")  # the families reward_task knows
 BEST_DIR = Path("checkpoints") / "rl-best"
 CURVE_FILE = "rl_curve.json"
 KL_FORMS = ("paper", "official")
@@ -152,12 +152,26 @@ class T2RewardTask:
                 "bits_per_byte": gold.bits_per_byte}
 
 
-def reward_task(family: str, task: str, tokenizer: Any) -> T2RewardTask:
-    """The reward task of a task family (only family t2 has one)."""
-    if family == "t2":
-        return T2RewardTask(task, tokenizer)
-    raise ValueError(f"Task '{task}' (family {family}) has no reward function; objective=reinforce needs one of "
-                     f"the families {list(REWARD_FAMILIES)}.")
+def reward_task(task: str, tokenizer: Any) -> Any:
+    """The reward task of ``task`` (a name or alias of :mod:`spectune.data.tasks`), by the task's family.
+
+    Family ``t2``: :class:`T2RewardTask` (the official prompt and ±1 check of the answer); family ``t2_cls``:
+    :class:`spectune.adaptation.cls_data.ClassifierRewardTask` (Transformer²'s classification expert, Sun, Cetin, Tang
+    2025 §3.2: the first pass's prompt, ±1 for the right ``\\boxed{domain}``, as the official ``tasks/cls.py`` at
+    SakanaAI/self-adaptive-llms 03a41ae). Both offer ``prompts``, ``rewards``, ``validate`` and ``metric``. Raises
+    ``ValueError`` naming the families that have one.
+    """
+    from spectune.data.tasks import get_task
+
+    spec = get_task(task)
+    if spec.family == "t2":
+        return T2RewardTask(spec.name, tokenizer)
+    if spec.family == "t2_cls":
+        from spectune.adaptation.cls_data import ClassifierRewardTask
+
+        return ClassifierRewardTask(tokenizer)
+    raise ValueError(f"Task '{spec.name}' (family {spec.family}) has no reward function; objective=reinforce needs "
+                     f"one of the families {list(REWARD_FAMILIES)}.")
 
 
 # --------------------------------------------------------------------------------------------------- rollouts
