@@ -1,29 +1,37 @@
-"""Training-step time and peak GPU memory of full fine-tuning, LoRA, LoRA-Dash and PeriodicLoRA on one model.
+"""Training-step time and peak GPU memory of every method against the frozen model's floor, through the recipe's set-up.
 
-Every method trains the same model (rebuilt from the same weights for each method) on the same batch of random token
-ids, with the repo's own method classes (``spectune.methods.build_method(name, ...)`` then
-``method.attach(model, "CAUSAL_LM")``) and torch AdamW on the trainable parameters, as the recipe's Trainer does.
-One step = forward (loss on the batch itself, next-token), backward, gradient clipping, optimizer step, zero_grad.
+Rows (``--rows``), each ``eager`` and/or ``compiled`` (``--modes``), in one run on one model shape and one batch:
 
-- ms/step: median of ``--steps`` timed steps after ``--warmup`` untimed ones, ``torch.cuda.synchronize()`` before
-  and after each step (wall clock, ``time.perf_counter``).
-- peak MiB: ``torch.cuda.max_memory_allocated`` over the timed steps (stats reset just before them, so the peak
-  includes weights, gradients and optimizer state held then); ``peak_overall_mib`` is the peak from the model's
-  construction on (LoRA-Dash's switch and PLoRA's unload included). CUDA only (null on CPU).
-- lora_dash: warm-up steps of plain LoRA, then ``LoRADash.switch(model)`` (timed once: the SVDs and rates, computed
-  in memory, ``svd_cache=False``), then warm-up again and the timed steps: the numbers are those of the dash phase.
-- plora: after the timed steps one ``PeriodicLoRA.unload(model, step, optimizer)`` is timed separately and amortised
-  over a stage of ``--plora-stage`` steps: ``ms_per_step_amortised = ms_per_step + unload_ms / stage``.
+- ``floor``: every weight frozen, the input embeddings' output requires grad: forward + backward of activation
+  gradients only, the least any adapter method can cost (no optimizer); wrapped like the method rows (the Trainer's
+  ``accelerator.prepare_model``: autocast, outputs to fp32, ``torch.compile`` in the compiled mode).
+- ``peft_lora``: PEFT's own LoRA forward (``method=lora method.fused=false``), the reference row.
+- ``full``, ``lora``, ``lora_dash``, ``plora``, ``svf``: the repo's methods as the recipe builds them: the Hydra config
+  composed with ``method=<name>`` and the options below, ``build_method(cfg.method.name, **method_kwargs(cfg))`` then
+  ``method.attach(model, "CAUSAL_LM")`` (``recipe.setup_model``), ``recipe.training_arguments(cfg)`` (``train.compile``
+  → TrainingArguments ``torch_compile``; ``train.precision=bf16`` → ``bf16=True``), an HF ``Trainer`` on them whose
+  ``create_optimizer()`` gives the recipe's AdamW and whose ``accelerator.prepare_model`` applies the autocast and
+  ``torch.compile`` the Trainer applies. One step = ``Trainer.training_step`` (forward, loss, backward),
+  ``accelerator.clip_grad_norm_``, ``optimizer.step()``, ``zero_grad``: the Trainer's inner loop, no data loader.
 
-Precision (``--precision``): ``bf16-autocast`` (default on CUDA): fp32 weights and optimizer, forward/backward under
-``torch.autocast(dtype=bfloat16)``, what the recipe's ``train.precision=bf16`` (HF Trainer ``bf16=True``) does;
-``bf16``: bf16 weights (and AdamW on them), no autocast; ``fp32`` (default on CPU).
+Measured: ms/step = median of ``--steps`` timed steps after ``--warmup`` untimed ones (``torch.cuda.synchronize``
+around each step; the first warm-up step's time, compilation included, is ``first_step_s``); peak =
+``torch.cuda.max_memory_allocated`` over the timed steps (CUDA only). ``ratio_vs_floor`` = ms/step ÷ the compiled
+floor's (the eager floor's when no compiled one ran); ``peak_vs_floor_mib`` = peak − the compiled floor's peak;
+``ratio_vs_peft_lora`` against PEFT's LoRA in the same mode.
 
-Models: ``--model smollm2`` (the embedded SmolLM2-135M-Instruct, real weights, ``--layers`` cuts it) or
-``--model llama-shape`` (random-init ``LlamaForCausalLM``, LLaMA-7B block shapes by default: hidden 4096,
-intermediate 11008, 32 heads, vocab 32000, ``--layers 4``; nothing downloaded).
+- lora_dash: warm-up of plain LoRA, then ``LoRADash.switch(model)`` (timed: ``switch_ms``; W's SVDs through the disk
+  cache in a fresh folder, so the eager row's switch is cold and the compiled row's warm), warm-up again, timed steps.
+- plora: after the timed steps one ``PeriodicLoRA.unload`` is timed (``unload_ms``) and amortised over ``--plora-stage``
+  steps: ``ms_per_step_amortised``; its ``ratio_vs_floor`` uses the amortised time.
+- svf: ``attach_s`` (the SVDs of the targets, same disk cache: cold, then warm).
 
-Run: ``python benchmarks/step_time.py --model llama-shape --layers 4 --out results.json`` (see benchmarks/README.md).
+Precision (``--precision``): ``bf16`` = bf16 weights (``model.dtype=bfloat16``) with ``train.precision=bf16``
+(PEFT keeps fp32 adapter masters; the Trainer's autocast); ``bf16-autocast`` = fp32 weights, ``train.precision=bf16``;
+``fp32``. Models: ``--model llama-shape`` (random-init ``LlamaForCausalLM``, ``--hidden`` … ``--vocab``; nothing
+downloaded) or ``--model smollm2`` (the embedded checkpoint).
+
+Run (H200 anchor, LLaMA-3-8B blocks): see benchmarks/NOTES.md, "Training step time".
 """
 
 from __future__ import annotations
@@ -32,12 +40,14 @@ import argparse
 import gc
 import json
 import math
+import os
 import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +59,8 @@ try:
 except ImportError:  # run from a checkout without an install: use its src/
     sys.path.insert(0, str(REPO / "src"))
 
-METHODS = ("full", "lora", "lora_dash", "plora")
+ROWS = ("floor", "peft_lora", "full", "lora", "lora_dash", "plora", "svf")
+MODES = ("eager", "compiled")
 TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 MIB = 2**20
 
@@ -67,11 +78,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attn", default="sdpa", help="llama-shape attn_implementation (sdpa | eager | ...)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=512)
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
+    p.add_argument("--rows", "--methods", dest="rows", default=",".join(ROWS), help=f"comma list of {ROWS}")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {MODES}")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the compiled rows (inductor; eager/aot_eager for quick checks)")
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2r, the repo's configs)")
     p.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (the repo's configs: 0.05)")
     p.add_argument("--targets", default=TARGETS)
+    p.add_argument("--svf-targets", default="gate_proj,up_proj,down_proj", help="SVF's matrices (MLP experts)")
     p.add_argument("--dash-s", type=int, default=8, help="LoRA-Dash directions s")
     p.add_argument("--plora-stage", type=int, default=200,
                    help="PLoRA stage length in steps, to amortise one unload (the repo's default unload_every)")
@@ -79,23 +94,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip like the Trainer (0: no clipping)")
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip like the Trainer")
     p.add_argument("--precision", choices=("bf16-autocast", "bf16", "fp32"), default=None,
-                   help="default: bf16-autocast on CUDA, fp32 on CPU")
+                   help="default: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default="auto", help="auto | cuda | cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--svd-cache", default=None, help="SVD cache folder (default: a fresh temporary one: cold, warm)")
     p.add_argument("--git-commit", default=None, help="record this commit (a checkout copied without .git has none)")
     p.add_argument("--out", default=None, help="write the JSON here (and the table beside it as .md)")
     args = p.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown or not args.methods:
-        p.error(f"--methods: unknown {unknown}; choose from {METHODS}")
+    args.rows = [m.strip() for m in args.rows.split(",") if m.strip()]
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in args.rows if m not in ROWS] + [m for m in args.modes if m not in MODES]
+    if unknown or not args.rows or not args.modes:
+        p.error(f"--rows / --modes: unknown {unknown}; choose from {ROWS} and {MODES}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.precision is None:
-        args.precision = "bf16-autocast" if args.device.startswith("cuda") else "fp32"
+        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
     if args.layers is None and args.model == "llama-shape":
         args.layers = 4
     if args.alpha is None:
@@ -139,24 +156,45 @@ def build_model(args: argparse.Namespace) -> torch.nn.Module:
         from transformers import LlamaForCausalLM
 
         torch.manual_seed(args.seed)
-        with torch.device(args.device):  # initialised where it trains: fast on a GPU, same seed for every method
+        with torch.device(args.device):  # initialised where it trains: fast on a GPU, same seed for every row
             model = LlamaForCausalLM(model_config(args))
         model = model.to(weight_dtype)
     model.config.use_cache = False
     return model
 
 
-def method_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    if name == "full":
-        return {}
-    kw: dict[str, Any] = {"r": args.r, "alpha": args.alpha, "dropout": args.dropout,
-                          "target_modules": [t.strip() for t in args.targets.split(",") if t.strip()]}
+def overrides(row: str, compiled: bool, args: argparse.Namespace) -> list[str]:
+    """Hydra overrides that make the recipe's config this row (method, its options, train.precision/compile)."""
+    name = "lora" if row == "peft_lora" else row
+    targets = args.svf_targets if name == "svf" else args.targets
+    precision = "fp32" if args.precision == "fp32" else "bf16"
+    out = [f"method={name}", f"train.lr={args.lr}", f"train.max_grad_norm={args.max_grad_norm}",
+           f"train.precision={precision}", f"train.compile={str(compiled).lower()}",
+           f"train.batch_size={args.batch}", "train.weight_decay=0.0", f"seed={args.seed}", "logger.mode=disabled"]
+    if name != "full":
+        out.append(f"method.target_modules=[{targets}]")
+    if name in ("lora", "lora_dash", "plora"):
+        out += [f"method.r={args.r}", f"method.alpha={args.alpha}", f"method.dropout={args.dropout}",
+                f"method.fused={str(row != 'peft_lora').lower()}"]
     if name == "lora_dash":  # t only feeds the callback schedule, unused here: the switch is called explicitly
-        kw.update(s=args.dash_s, t=1, svd_cache=False, seed=args.seed)
+        out += [f"method.s={args.dash_s}", "method.t=1", "method.svd_cache=true"]
     if name == "plora":
-        kw.update(unload_every=args.plora_stage, unload_at_epoch_end=False, momentum=args.plora_momentum,
-                  seed=args.seed)
-    return kw
+        out += [f"method.unload_every={args.plora_stage}", "method.unload_at_epoch_end=false",
+                f"method.momentum={args.plora_momentum}"]
+    if name == "svf":
+        out += ["method.svd_cache=true"]
+    return out
+
+
+def compose(overrides_: list[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from spectune.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides_, return_hydra_config=False)
 
 
 # ----------------------------------------------------------------------------------------------------------- timing
@@ -171,43 +209,20 @@ def fingerprint(params: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack([torch.stack([p.double().sum(), p.double().pow(2).sum()]) for p in params]).cpu()
 
 
-class Trainer:
-    """One model + method + AdamW + the fixed batch; ``step()`` is one training step, returns the loss tensor."""
-
-    def __init__(self, model: torch.nn.Module, args: argparse.Namespace, batch: torch.Tensor):
-        self.model, self.args, self.batch = model, args, batch
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=args.lr, weight_decay=0.0)
-        dev_type = "cuda" if args.device.startswith("cuda") else "cpu"
-        self.autocast = (lambda: torch.autocast(dev_type, dtype=torch.bfloat16)) \
-            if args.precision == "bf16-autocast" else nullcontext
-        self.steps_done = 0
-
-    def step(self) -> torch.Tensor:
-        with self.autocast():
-            loss = self.model(input_ids=self.batch, labels=self.batch).loss
-        loss.backward()
-        if self.args.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.args.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.steps_done += 1
-        return loss.detach()
-
-    def timed(self, n: int) -> tuple[list[float], list[float]]:
-        """``n`` steps, each between two synchronisations: (ms per step, losses)."""
-        ms, losses = [], []
-        for _ in range(n):
-            sync(self.args.device)
-            t0 = time.perf_counter()
-            loss = self.step()
-            sync(self.args.device)
-            ms.append((time.perf_counter() - t0) * 1e3)
-            losses.append(float(loss))
-        return ms, losses
+def timed_steps(step: Callable[[], torch.Tensor], n: int, device: str) -> tuple[list[float], list[float]]:
+    """``n`` steps, each between two synchronisations: (ms per step, losses)."""
+    ms, losses = [], []
+    for _ in range(n):
+        sync(device)
+        t0 = time.perf_counter()
+        loss = step()
+        sync(device)
+        ms.append((time.perf_counter() - t0) * 1e3)
+        losses.append(float(loss))
+    return ms, losses
 
 
-def timed_call(device: str, fn: Any) -> tuple[Any, float]:
+def timed_call(device: str, fn: Callable[[], Any]) -> tuple[Any, float]:
     sync(device)
     t0 = time.perf_counter()
     out = fn()
@@ -219,67 +234,132 @@ def cuda_mib(fn: str) -> float | None:
     return round(getattr(torch.cuda, fn)() / MIB, 1) if torch.cuda.is_available() else None
 
 
-def run_method(name: str, args: argparse.Namespace, batch: torch.Tensor) -> dict[str, Any]:
-    """Build, attach, warm up, (switch), time, (unload); the method's record for the JSON."""
-    from spectune.methods import build_method, trainable_parameters
+class RecipeStep:
+    """The recipe's set-up of one row: config → method → attach → TrainingArguments → Trainer → optimizer, compile."""
+
+    def __init__(self, row: str, compiled: bool, args: argparse.Namespace, batch: torch.Tensor, run_dir: Path):
+        from transformers import Trainer
+
+        from spectune.config import method_kwargs, validate
+        from spectune.methods import build_method
+        from spectune.training.recipe import training_arguments
+
+        cfg = compose(overrides(row, compiled, args))
+        validate(cfg)
+        self.args, self.device = args, args.device
+        self.method = build_method(cfg.method.name, **method_kwargs(cfg))  # as recipe.setup_model
+        t0 = time.perf_counter()
+        self.model = self.method.attach(build_model(args), "CAUSAL_LM")
+        self.attach_s = time.perf_counter() - t0
+        targs = training_arguments(cfg, run_dir)
+        if compiled:
+            targs.torch_compile_backend = args.compile_backend
+        self.trainer = Trainer(model=self.model, args=targs)
+        self.trainer.current_gradient_accumulation_steps = targs.gradient_accumulation_steps  # set by train()
+        self.optimizer = self.trainer.create_optimizer()
+        # What Trainer.train does to the model before its loop: autocast (bf16) and torch.compile (train.compile).
+        self.wrapped = self.trainer.accelerator.prepare_model(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.inputs = {"input_ids": batch, "labels": batch}
+        self.max_grad_norm = cfg.train.max_grad_norm
+        self.steps_done = 0
+
+    def step(self) -> torch.Tensor:
+        loss = self.trainer.training_step(self.wrapped, self.inputs)
+        self.trainer.accelerator.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps_done += 1
+        return loss
+
+
+class FloorStep:
+    """The frozen model: forward + backward of the activation gradients only (embeddings' output requires grad),
+    wrapped as the method rows are (the Trainer's ``accelerator.prepare_model``: autocast, fp32 outputs, compile)."""
+
+    def __init__(self, compiled: bool, args: argparse.Namespace, batch: torch.Tensor, run_dir: Path):
+        from transformers import Trainer
+
+        from spectune.training.recipe import training_arguments
+
+        self.model = build_model(args)
+        self.model.requires_grad_(False)
+        self.model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_())
+        self.model.train()
+        targs = training_arguments(compose(overrides("full", compiled, args)), run_dir)
+        if compiled:
+            targs.torch_compile_backend = args.compile_backend
+        self.wrapped = Trainer(model=self.model, args=targs).accelerator.prepare_model(self.model)
+        self.batch, self.params, self.attach_s = batch, [], 0.0
+
+    def step(self) -> torch.Tensor:
+        loss = self.wrapped(input_ids=self.batch, labels=self.batch).loss
+        loss.backward()
+        return loss.detach()
+
+
+def run_row(row: str, compiled: bool, args: argparse.Namespace, batch: torch.Tensor, run_dir: Path) -> dict[str, Any]:
+    """Build, warm up, (switch), time, (unload): the row's record for the JSON."""
+    from spectune.methods import trainable_parameters
 
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    method = build_method(name, **method_kwargs(name, args))
-    model = method.attach(build_model(args), "CAUSAL_LM")
-    model.train()
-    trainer = Trainer(model, args, batch)
-    trainable, total = trainable_parameters(model)
-    before = fingerprint(trainer.params)
-    rec: dict[str, Any] = {"trainable_params": trainable, "total_params": total}
-
-    _, warm_losses = trainer.timed(args.warmup)
-    if name == "lora_dash":
-        switched, switch_ms = timed_call(args.device, lambda: method.switch(model))
+    torch._dynamo.reset()
+    runner: FloorStep | RecipeStep = (FloorStep(compiled, args, batch, run_dir) if row == "floor"
+                                      else RecipeStep(row, compiled, args, batch, run_dir))
+    trainable, total = trainable_parameters(runner.model)
+    rec: dict[str, Any] = {"row": row, "mode": "compiled" if compiled else "eager", "trainable_params": trainable,
+                           "total_params": total, "torch_compiled": hasattr(runner.wrapped, "_orig_mod")}
+    if row == "svf":
+        rec["attach_s"] = round(runner.attach_s, 3)
+    before = fingerprint(runner.params) if runner.params else None
+    first, warm_losses = timed_steps(runner.step, 1, args.device)
+    rec["first_step_s"] = round(first[0] / 1e3, 3)  # compilation included
+    _, more = timed_steps(runner.step, args.warmup - 1, args.device)
+    warm_losses += more
+    if row == "lora_dash":
+        switched, switch_ms = timed_call(args.device, lambda: runner.method.switch(runner.model))
         rec["switch_ms"] = round(switch_ms, 3)
         rec["switched_layers"] = len(switched)
-        _, more = trainer.timed(args.warmup)  # the dash term's first steps (δ's optimizer state is created)
+        _, more = timed_steps(runner.step, args.warmup, args.device)  # δ's first steps (recompiles once)
         warm_losses += more
     setup_peak = 0
     if cuda:
-        setup_peak = torch.cuda.max_memory_allocated()  # construction, warm-up (and the dash switch)
-        rec["allocated_before_timed_mib"] = cuda_mib("memory_allocated")
+        setup_peak = torch.cuda.max_memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    ms, losses = trainer.timed(args.steps)
+    ms, losses = timed_steps(runner.step, args.steps, args.device)
     rec["peak_mib"] = cuda_mib("max_memory_allocated")
     rec["ms_per_step"] = round(statistics.median(ms), 3)
     rec["ms_per_step_all"] = [round(x, 3) for x in ms]
     rec["tokens_per_s"] = round(args.batch * args.seq / (rec["ms_per_step"] / 1e3), 1)
-    after = fingerprint(trainer.params)
-    rec["params_changed"] = int((before != after).any(dim=1).sum())
-    rec["param_tensors"] = len(trainer.params)
-
-    if name == "lora_dash":
+    if before is not None:
+        rec["params_changed"] = int((before != fingerprint(runner.params)).any(dim=1).sum())
+    rec["param_tensors"] = len(runner.params)
+    if row == "lora_dash":
         from spectune.methods.lora_dash import DELTA, dash_layers
 
         rec["dash_delta_abs_sum"] = float(sum(getattr(layer, DELTA)["default"].detach().abs().sum().item()
-                                              for _, layer in dash_layers(model)))
-    if name == "plora":
-        stage, unload_ms = timed_call(
-            args.device, lambda: method.unload(model, trainer.steps_done, trainer.optimizer, reason="benchmark"))
+                                              for _, layer in dash_layers(runner.model)))
+    if row == "plora":
+        stage, unload_ms = timed_call(args.device, lambda: runner.method.unload(
+            runner.model, runner.steps_done, runner.optimizer, reason="benchmark"))
         rec["unload_ms"] = round(unload_ms, 3)
         rec["unload_merged_norm"] = stage["merged_norm"]
         rec["unload_layers"] = stage["layers"]
         rec["plora_stage_steps"] = args.plora_stage
         rec["ms_per_step_amortised"] = round(rec["ms_per_step"] + rec["unload_ms"] / args.plora_stage, 3)
-        _, after_unload = trainer.timed(1)  # training goes on after the boundary
+        _, after_unload = timed_steps(runner.step, 1, args.device)  # training goes on after the boundary
         losses += after_unload
-    # The peak over the method's whole run: construction, warm-up, switch, timed steps, unload and the step after.
     rec["peak_overall_mib"] = round(max(setup_peak, torch.cuda.max_memory_allocated()) / MIB, 1) if cuda else None
     rec["losses"] = [round(x, 5) for x in warm_losses + losses]
     rec["loss_finite"] = all(math.isfinite(x) for x in rec["losses"])
-    rec["trained"] = rec["loss_finite"] and rec["params_changed"] > 0
+    rec["trained"] = rec["loss_finite"] and (row == "floor" or rec["params_changed"] > 0)
     return rec
 
 
 def free_memory(device: str) -> None:
-    """Drop what the last method left (PEFT models hold reference cycles) before the next one is measured."""
+    """Drop what the last row left (PEFT models hold reference cycles) before the next one is measured."""
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -313,15 +393,17 @@ def environment(args: argparse.Namespace, argv: list[str] | None) -> dict[str, A
     }
 
 
-def add_ratios(methods: dict[str, dict[str, Any]]) -> None:
-    base = methods.get("lora")
-    for rec in methods.values():
-        rec["ratio_ms_vs_lora"] = round(rec["ms_per_step"] / base["ms_per_step"], 3) if base else None
-        rec["ratio_peak_vs_lora"] = (round(rec["peak_mib"] / base["peak_mib"], 3)
-                                     if base and rec.get("peak_mib") and base.get("peak_mib") else None)
-        if "ms_per_step_amortised" in rec:
-            rec["ratio_amortised_ms_vs_lora"] = round(rec["ms_per_step_amortised"] / base["ms_per_step"], 3) \
-                if base else None
+
+def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
+    """``ratio_vs_floor`` (compiled floor, else eager), ``peak_vs_floor_mib``, ``ratio_vs_peft_lora`` (same mode)."""
+    floor = rows.get("floor+compiled") or rows.get("floor")
+    for rec in rows.values():
+        ms = rec.get("ms_per_step_amortised", rec["ms_per_step"])
+        rec["ratio_vs_floor"] = round(ms / floor["ms_per_step"], 3) if floor else None
+        rec["peak_vs_floor_mib"] = (round(rec["peak_mib"] - floor["peak_mib"], 1)
+                                    if floor and rec.get("peak_mib") is not None and floor.get("peak_mib") else None)
+        ref = rows.get("peft_lora" + ("+compiled" if rec["mode"] == "compiled" else ""))
+        rec["ratio_vs_peft_lora"] = round(ms / ref["ms_per_step"], 3) if ref else None
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -332,26 +414,30 @@ def markdown(result: dict[str, Any]) -> str:
 
     lines = [
         f"Step time, {cfg['model']} ({cfg['shape']}), batch {cfg['batch']} × seq {cfg['seq']}, {cfg['precision']}, "
-        f"r={cfg['r']}, targets {cfg['targets']} — {env['device']}, torch {env['torch']}, "
-        f"transformers {env['transformers']}, commit {(env['git'] or {}).get('commit') or 'unknown'}",
+        f"r={cfg['r']}, dropout {cfg['dropout']}, targets {cfg['targets']} — {env['device']}, torch {env['torch']}, "
+        f"transformers {env['transformers']}, peft {env['peft']}, "
+        f"commit {(env['git'] or {}).get('commit') or 'unknown'}",
         "",
-        "| method | ms/step | × LoRA | peak MiB | × LoRA | trainable params | notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| row | mode | ms/step | × floor | × PEFT LoRA | peak MiB | peak − floor MiB | first step s | notes |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for name, rec in result["methods"].items():
+    for rec in result["methods"].values():
         notes = []
         if "switch_ms" in rec:
-            notes.append(f"after the switch (one-time switch {rec['switch_ms']:,.0f} ms)")
+            notes.append(f"after the switch (switch {rec['switch_ms']:,.0f} ms)")
         if "unload_ms" in rec:
-            notes.append(f"unload {rec['unload_ms']:,.0f} ms; amortised over {rec['plora_stage_steps']} steps: "
-                         f"{rec['ms_per_step_amortised']:,.2f} ms/step (× {f(rec['ratio_amortised_ms_vs_lora'], 3)})")
+            notes.append(f"unload {rec['unload_ms']:,.0f} ms amortised over {rec['plora_stage_steps']} steps: "
+                         f"{rec['ms_per_step_amortised']:,.2f} ms/step (× floor uses it)")
+        if "attach_s" in rec:
+            notes.append(f"attach (SVDs) {rec['attach_s']:,.1f} s")
         if not rec["trained"]:
             notes.append("**did not train**")
-        lines.append(f"| {name} | {f(rec['ms_per_step'], 2)} | {f(rec['ratio_ms_vs_lora'], 3)} | {f(rec['peak_mib'])} "
-                     f"| {f(rec['ratio_peak_vs_lora'], 3)} | {f(rec['trainable_params'])} | {'; '.join(notes)} |")
+        lines.append(f"| {rec['row']} | {rec['mode']} | {f(rec['ms_per_step'], 2)} | {f(rec['ratio_vs_floor'], 3)} "
+                     f"| {f(rec['ratio_vs_peft_lora'], 3)} | {f(rec['peak_mib'])} | {f(rec['peak_vs_floor_mib'])} "
+                     f"| {f(rec['first_step_s'], 1)} | {'; '.join(notes)} |")
     lines.append("")
-    lines.append(f"median of {cfg['steps']} timed steps after {cfg['warmup']} warm-up steps; peak = "
-                 "torch.cuda.max_memory_allocated over the timed steps.")
+    lines.append(f"median of {cfg['steps']} timed steps after {cfg['warmup']} warm-up steps; × floor = ms/step over "
+                 "the compiled floor's; peak = torch.cuda.max_memory_allocated over the timed steps.")
     return "\n".join(lines)
 
 
@@ -370,32 +456,43 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch sees no CUDA device")
     mc = model_config(args)
-    vocab = mc.vocab_size
     shape = {"hidden": mc.hidden_size, "intermediate": mc.intermediate_size, "heads": mc.num_attention_heads,
-             "kv_heads": mc.num_key_value_heads, "layers": mc.num_hidden_layers, "vocab": vocab}
+             "kv_heads": mc.num_key_value_heads, "layers": mc.num_hidden_layers, "vocab": mc.vocab_size}
     g = torch.Generator().manual_seed(args.seed)
-    batch = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(args.device)
+    batch = torch.randint(0, mc.vocab_size, (args.batch, args.seq), generator=g).to(args.device)
 
-    methods: dict[str, dict[str, Any]] = {}
-    for name in args.methods:
-        print(f"[step_time] {name} ...", file=sys.stderr, flush=True)
-        methods[name] = run_method(name, args, batch)
-        free_memory(args.device)
-        rec = methods[name]
-        peak = "" if rec["peak_mib"] is None else f", peak {rec['peak_mib']:,.0f} MiB"
-        print(f"[step_time] {name}: {rec['ms_per_step']:.2f} ms/step{peak}, "
-              f"trained={rec['trained']}", file=sys.stderr, flush=True)
-    add_ratios(methods)
+    rows: dict[str, dict[str, Any]] = {}
+    old_cache = os.environ.get("SPECTUNE_CACHE")
+    with tempfile.TemporaryDirectory(prefix="step_time_") as tmp:
+        os.environ["SPECTUNE_CACHE"] = args.svd_cache or str(Path(tmp) / "cache")  # cold, then warm
+        try:
+            for row in args.rows:
+                for mode in args.modes:
+                    key = row + ("+compiled" if mode == "compiled" else "")
+                    print(f"[step_time] {key} ...", file=sys.stderr, flush=True)
+                    rows[key] = run_row(row, mode == "compiled", args, batch, Path(tmp) / key)
+                    free_memory(args.device)
+                    rec = rows[key]
+                    peak = "" if rec["peak_mib"] is None else f", peak {rec['peak_mib']:,.0f} MiB"
+                    print(f"[step_time] {key}: {rec['ms_per_step']:.2f} ms/step{peak}, first step "
+                          f"{rec['first_step_s']:.1f} s, trained={rec['trained']}", file=sys.stderr, flush=True)
+        finally:
+            if old_cache is None:
+                os.environ.pop("SPECTUNE_CACHE", None)
+            else:
+                os.environ["SPECTUNE_CACHE"] = old_cache
+    torch._dynamo.reset()
+    add_ratios(rows)
     config = {k: v for k, v in vars(args).items() if k not in {"out", "git_commit"}}
     config["shape"] = ", ".join(f"{k} {v}" for k, v in shape.items())
     config["model_shape"] = shape
     config["precision_detail"] = {
-        "bf16-autocast": "fp32 weights and AdamW state; forward and backward under torch.autocast(bfloat16)",
-        "bf16": "bf16 weights and AdamW on them; no autocast",
-        "fp32": "fp32 weights, no autocast",
+        "bf16-autocast": "fp32 weights; train.precision=bf16 (the Trainer's bf16 autocast)",
+        "bf16": "bf16 weights (PEFT's adapters fp32); train.precision=bf16 (the Trainer's bf16 autocast)",
+        "fp32": "fp32 weights, train.precision=fp32",
     }[args.precision]
     config["batch_data"] = f"random token ids, uniform over the vocabulary (seed {args.seed}), labels = inputs"
-    result = {"environment": environment(args, argv), "config": config, "methods": methods}
+    result = {"environment": environment(args, argv), "config": config, "methods": rows}
     table = markdown(result)
     result["markdown"] = table
     print(table)

@@ -1,4 +1,5 @@
-"""benchmarks/step_time.py on CPU with a tiny LLaMA-shaped model: every method trains and the JSON is complete."""
+"""benchmarks/step_time.py on CPU with a tiny LLaMA-shaped model: every row trains through the recipe's set-up, the
+ratios to the floor and to PEFT's LoRA are written, and a compiled row runs (dynamo, backend "eager": quick)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def step_time():
 @pytest.fixture(scope="module")
 def result(step_time, tmp_path_factory):
     out = tmp_path_factory.mktemp("step_time") / "tiny.json"
-    step_time.main([*TINY, "--out", str(out)])
+    step_time.main([*TINY, "--modes", "eager", "--out", str(out)])
     return json.loads(out.read_text()), out
 
 
@@ -40,33 +41,47 @@ def test_json_keys(result):
     assert "commit" in env["git"]
     cfg = data["config"]
     assert cfg["precision"] == "fp32" and cfg["model_shape"]["hidden"] == 64 and cfg["model_shape"]["layers"] == 1
-    assert list(data["methods"]) == ["full", "lora", "lora_dash", "plora"]
+    assert list(data["methods"]) == ["floor", "peft_lora", "full", "lora", "lora_dash", "plora", "svf"]
     for name, rec in data["methods"].items():
-        for key in ("ms_per_step", "ms_per_step_all", "peak_mib", "ratio_ms_vs_lora", "ratio_peak_vs_lora",
-                    "trainable_params", "total_params", "losses", "params_changed", "trained", "tokens_per_s"):
+        for key in ("ms_per_step", "ms_per_step_all", "peak_mib", "ratio_vs_floor", "ratio_vs_peft_lora",
+                    "peak_vs_floor_mib", "first_step_s", "trainable_params", "total_params", "losses", "trained",
+                    "tokens_per_s", "mode"):
             assert key in rec, (name, key)
-        assert rec["peak_mib"] is None  # CPU: no CUDA allocator to read
+        assert rec["peak_mib"] is None and rec["mode"] == "eager"  # CPU: no CUDA allocator to read
         assert len(rec["ms_per_step_all"]) == 2 and rec["ms_per_step"] > 0
-    assert data["methods"]["lora"]["ratio_ms_vs_lora"] == 1.0
-    assert data["methods"]["lora_dash"]["switch_ms"] > 0 and data["methods"]["lora_dash"]["switched_layers"] == 7
-    plora = data["methods"]["plora"]
+    rows = data["methods"]
+    assert rows["floor"]["ratio_vs_floor"] == 1.0 and rows["peft_lora"]["ratio_vs_peft_lora"] == 1.0
+    assert rows["lora_dash"]["switch_ms"] > 0 and rows["lora_dash"]["switched_layers"] == 7
+    plora = rows["plora"]
     assert plora["unload_ms"] > 0 and plora["plora_stage_steps"] == 4
     assert plora["ms_per_step_amortised"] == pytest.approx(plora["ms_per_step"] + plora["unload_ms"] / 4, abs=2e-3)
+    assert plora["ratio_vs_floor"] == pytest.approx(plora["ms_per_step_amortised"] / rows["floor"]["ms_per_step"],
+                                                    abs=2e-3)
     assert out.with_suffix(".md").read_text().strip() == data["markdown"].strip()
-    assert "| lora_dash |" in data["markdown"]
+    assert "| lora_dash | eager |" in data["markdown"] and "| svf | eager |" in data["markdown"]
 
 
-def test_every_method_trained(result):
-    methods = result[0]["methods"]
-    for name, rec in methods.items():
+def test_every_row_trained(result):
+    rows = result[0]["methods"]
+    for name, rec in rows.items():
         assert rec["trained"], name
         assert all(math.isfinite(x) for x in rec["losses"]), name
-        assert rec["params_changed"] == rec["param_tensors"], name  # every trainable tensor moved
-    full, lora = methods["full"], methods["lora"]
+        if name != "floor":
+            assert rec["params_changed"] == rec["param_tensors"], name  # every trainable tensor moved
+    assert rows["floor"]["trainable_params"] == 0
+    full, lora = rows["full"], rows["lora"]
     assert full["trainable_params"] == full["total_params"]
     # r (d_in + d_out) per matrix: q, k, v, o are 64x64; gate, up 64->128; down 128->64
-    assert lora["trainable_params"] == 4 * 8 * (64 + 64) + 3 * 8 * (64 + 128)
-    assert methods["lora_dash"]["trainable_params"] == lora["trainable_params"] + 7 * 4  # one δ of s=4 per matrix
-    assert methods["lora_dash"]["dash_delta_abs_sum"] > 0  # the dash term trained after the switch
-    assert methods["plora"]["unload_merged_norm"] > 0 and methods["plora"]["unload_layers"] == 7
-    assert len(methods["plora"]["losses"]) == 1 + 2 + 1  # warm-up, timed, one step after the unload
+    assert lora["trainable_params"] == 4 * 8 * (64 + 64) + 3 * 8 * (64 + 128) == rows["peft_lora"]["trainable_params"]
+    assert rows["lora_dash"]["trainable_params"] == lora["trainable_params"] + 7 * 4  # one δ of s=4 per matrix
+    assert rows["lora_dash"]["dash_delta_abs_sum"] > 0  # the dash term trained after the switch
+    assert rows["plora"]["unload_merged_norm"] > 0 and rows["plora"]["unload_layers"] == 7
+    assert len(rows["plora"]["losses"]) == 1 + 2 + 1  # warm-up, timed, one step after the unload
+    assert rows["svf"]["trainable_params"] == 64 + 64 + 64  # one z of min(d_out, d_in) per MLP matrix
+
+
+def test_compiled_row(step_time):
+    """The recipe's train.compile path (TrainingArguments torch_compile → accelerate's torch.compile) trains."""
+    data = step_time.main([*TINY, "--rows", "lora", "--modes", "compiled", "--compile-backend", "eager"])
+    rec = data["methods"]["lora+compiled"]
+    assert rec["mode"] == "compiled" and rec["torch_compiled"] and rec["trained"] and rec["ratio_vs_floor"] is None
