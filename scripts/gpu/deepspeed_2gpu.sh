@@ -61,8 +61,13 @@ method_args() {
 }
 
 status=0
+T_START=$(date +%s)
+DEADLINE=${DEADLINE:-0}     # > 0: launch no new pair of runs after DEADLINE s (the summary below still runs)
 for stage in $STAGES; do
   for method in $METHODS; do
+    if (( DEADLINE > 0 && $(date +%s) - T_START > DEADLINE )); then
+      echo "=== $method $stage: skipped (past DEADLINE=${DEADLINE}s)"; status=1; continue
+    fi
     # shellcheck disable=SC2046
     args=("${COMMON[@]}" $(method_args "$method") train.deepspeed=$stage)
     echo "=== $method $stage: 1 GPU"

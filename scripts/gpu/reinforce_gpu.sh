@@ -22,8 +22,11 @@
 #              svf official form + reward_norm, greedy, seed 0                               (run_tag -norm)
 #              LoRA r 16, alpha 32, dropout 0.05 on q, v (the paper's baseline), lr 5e-4, reward_norm, seed 0
 #              svf without reward shaping (the official default), greedy, seed 0             (run_tag -raw)
-#            every process stopped at the deadline (BUDGET s after the call started).
-# Output under $OUT: rl_gpu.log (this log), logs.tgz (one log per process), gpu_util.csv, t2_rl_runs.tgz (the run
+#            every process stopped at the deadline (BUDGET s after the call started). That is RL_SET=first (the
+#            default); RL_SET=followup runs, after the base rows, SVF official form + reward_norm and LoRA +
+#            reward_norm for every seed (the variants whose held-out gold bits per byte fell in the first call), with
+#            ITERS=15 so that they finish and score the test split. CUDA_VISIBLE_DEVICES picks the GPU.
+# Output under $OUT: rl_gpu.log (this log), logs.tgz (one log per process, gpu_util.csv), t2_rl_runs.tgz (the run
 # folders' small files: never checkpoints or adapters; the SVF experts' z files are a few kB and included).
 # Environment (defaults): SEEDS="0 1 2"  BUDGET=540  OUT=/tmp/rl_out  ITERS (the experiment's 30)
 set -uo pipefail
@@ -82,16 +85,27 @@ run() {
   for seed in $seeds; do
     launch "base_seed$seed" python3 -m spectune.training.score_task --experiment t2_rl_arc_easy_gpu --runs runs/t2_rl \
       seed="$seed"
-    launch "svf_norm_seed$seed" python3 -m spectune.train "${E[@]}" method=svf train.rl.reward_norm=true \
-      run_tag=-norm seed="$seed"
   done
-  launch svf_norm_sample_seed0 python3 -m spectune.train "${E[@]}" method=svf train.rl.reward_norm=true \
-    train.rl.sampling=sample run_tag=-norm-sample seed=0
-  launch svf_official_norm_seed0 python3 -m spectune.train "${E[@]}" method=svf method.form=official \
-    train.rl.reward_norm=true run_tag=-norm seed=0
-  launch lora_norm_seed0 python3 -m spectune.train "${E[@]}" method=lora method.r=16 method.alpha=32 \
-    method.dropout=0.05 method.targets=qv train.lr=5e-4 train.rl.reward_norm=true run_tag=-norm seed=0
-  launch svf_raw_seed0 python3 -m spectune.train "${E[@]}" method=svf run_tag=-raw seed=0
+  if [[ ${RL_SET:-first} == first ]]; then
+    for seed in $seeds; do
+      launch "svf_norm_seed$seed" python3 -m spectune.train "${E[@]}" method=svf train.rl.reward_norm=true \
+        run_tag=-norm seed="$seed"
+    done
+    launch svf_norm_sample_seed0 python3 -m spectune.train "${E[@]}" method=svf train.rl.reward_norm=true \
+      train.rl.sampling=sample run_tag=-norm-sample seed=0
+    launch svf_official_norm_seed0 python3 -m spectune.train "${E[@]}" method=svf method.form=official \
+      train.rl.reward_norm=true run_tag=-norm seed=0
+    launch lora_norm_seed0 python3 -m spectune.train "${E[@]}" method=lora method.r=16 method.alpha=32 \
+      method.dropout=0.05 method.targets=qv train.lr=5e-4 train.rl.reward_norm=true run_tag=-norm seed=0
+    launch svf_raw_seed0 python3 -m spectune.train "${E[@]}" method=svf run_tag=-raw seed=0
+  else  # followup: the two variants whose held-out gold bits per byte fell in the first call, every seed
+    for seed in $seeds; do
+      launch "svf_official_norm_seed$seed" python3 -m spectune.train "${E[@]}" method=svf method.form=official \
+        train.rl.reward_norm=true run_tag=-norm seed="$seed"
+      launch "lora_norm_seed$seed" python3 -m spectune.train "${E[@]}" method=lora method.r=16 method.alpha=32 \
+        method.dropout=0.05 method.targets=qv train.lr=5e-4 train.rl.reward_norm=true run_tag=-norm seed="$seed"
+    done
+  fi
   wait "${pids[@]}"
   kill "$smi" 2>/dev/null
   echo "runs ended after $(( $(date +%s) - T0 )) s"
@@ -112,6 +126,7 @@ PY
   find runs/t2_rl/ \( -name summary.json -o -name config.yaml -o -name eval_results.json -o -name data_indices.json \
     -o -name environment.json -o -name metrics.jsonl -o -name rl_curve.json -o -name svf_expert.safetensors \
     -o -name method_record.json \) -not -path '*/.hydra/*' -not -path '*/checkpoints/*' | tar czhf "$OUT/t2_rl_runs.tgz" -T -
+  cp "$OUT/gpu_util.csv" "$logs/" 2>/dev/null && rm -f "$OUT/gpu_util.csv"
   tar czf "$OUT/logs.tgz" -C /tmp rl_logs
   ls -la "$OUT"
 }
