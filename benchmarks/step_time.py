@@ -366,6 +366,18 @@ def free_memory(device: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------- report
+def tf32_setting() -> str:
+    """cuBLAS's fp32 matmul setting, read through whichever API set it (torch refuses ``allow_tf32`` once the new
+    ``fp32_precision`` API was used, e.g. by torch.compile, and the run must not fail on a record)."""
+    matmul = torch.backends.cuda.matmul
+    for name in ("fp32_precision", "allow_tf32"):
+        try:
+            return f"{name}={getattr(matmul, name)}"
+        except (AttributeError, RuntimeError):
+            continue
+    return "unknown"
+
+
 def environment(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     import peft
     import transformers
@@ -385,7 +397,7 @@ def environment(args: argparse.Namespace, argv: list[str] | None) -> dict[str, A
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "torch_threads": torch.get_num_threads(),
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_matmul": tf32_setting(),
         "git": git,
         "command": shlex.join([sys.executable, *([sys.argv[0]] if argv is None else ["benchmarks/step_time.py"]),
                                *(sys.argv[1:] if argv is None else argv)]),

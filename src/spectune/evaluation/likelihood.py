@@ -41,8 +41,11 @@ Three scorers compute these sums (``mode``); all callers use ``"fast"`` unless t
   bf16 autocast); otherwise the model's full logits are indexed. Attention implementations other than eager /
   SDPA cannot take the 4-D mask: there the fast scorer shares nothing (every request its own row).
 
-``precision`` (fast and batched): ``"auto"`` = bf16 autocast on a CUDA device that supports it when the weights are
-float32, else the weights' dtype; ``"fp32"`` = no autocast; ``"bf16"`` = bf16 autocast on any device. Log-softmax
+``precision`` (fast and batched): ``"auto"`` = the weights' own dtype, no autocast (measured on an H200 for SmolLM2,
+``benchmarks/results/eval_speed_arc_e_h200_f3040cb.md``: packed fp32 scored 1,316 items/s with 100% identical
+predictions; bf16 autocast 1,451 items/s but 98.8% identical, and 782 items/s once its close calls are re-checked in
+float32, so fp32 is both exact and fast enough for a 135M model); ``"fp32"`` = no autocast; ``"bf16"`` = bf16
+autocast on any device (for large float32 models). Log-softmax
 always runs in float32 (float64 for a float64 model). Under bf16, :func:`score_multiple_choice` rescores in
 float32 (``recheck_margin``) the items whose best two choices (by sum, or by sum per character) lie closer than
 the margin could move them, so its predictions stay those of float32.
@@ -221,9 +224,6 @@ def _resolve_precision(model: torch.nn.Module, precision: str) -> torch.dtype | 
     if precision == "fp32":
         return None
     if precision == "bf16":
-        return torch.bfloat16
-    device = _model_device(model)
-    if device.type == "cuda" and _model_dtype(model) == torch.float32 and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
 
