@@ -46,9 +46,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 MODEL=.gpu_ds_runs/llama_shape_model
 [[ -f $MODEL/llama_shape.json ]] || python3 scripts/gpu/llama_shape_model.py --out "$MODEL" --layers "$LAYERS"
 
-# What every run shares: the model, a real task (commonsense BoolQ, embedded carve-out), bf16, fixed steps, no merged
+# What every run shares: the model, a real task (ARC-Easy, embedded carve-out, in the GPU payload), bf16, fixed steps, no merged
 # export, checkpoints off (save_steps > max_steps), per-step losses logged.
-COMMON=(model=llama_shape "model.name_or_path=$MODEL" task=commonsense/boolq task.n_train=$((BATCH * STEPS))
+COMMON=(model=llama_shape "model.name_or_path=$MODEL" task=t2/arc_easy task.n_valid=0 task.n_train=$((BATCH * STEPS))
   task.n_test=16 train.max_steps=$STEPS train.max_length=$SEQ train.precision=bf16 train.logging_steps=1
   train.save_steps=100000 export_merged=false eval.batch_size=8 logger=disabled seed=0 runs_root=.gpu_ds_runs)
 method_args() {
