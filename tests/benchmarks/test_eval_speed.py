@@ -72,3 +72,14 @@ def test_lm_eval_missing_is_recorded(eval_speed, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_lm_eval)
     r = eval_speed.lm_eval_row(None, None, [], {}, eval_speed.parse_args(TINY))
     assert r["what"] == "lm-eval not available" and "ImportError" in r["error"]
+
+
+def test_items_beyond_the_task_are_refused_not_repeated() -> None:
+    """Repeated items would share contexts in the fast scorer and overstate its speed (the f3040cb GPU run's flaw)."""
+    import pytest
+
+    from benchmarks.eval_speed import load_records
+
+    assert len(load_records("arc_c", 299)) == 299
+    with pytest.raises(SystemExit, match="repeated items would share"):
+        load_records("arc_c", 300)
