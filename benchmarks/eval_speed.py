@@ -56,8 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if cuda else "cpu")
     p.add_argument("--model", default="smollm2", help="an embedded model name or a local path")
     p.add_argument("--layers", type=int, default=None, help="keep the first N blocks (a cut for a quick check)")
-    p.add_argument("--task", default="hellaswag", help="an embedded multiple-choice task (arc_e, arc_c, piqa, hellaswag, "
-                   "siqa, obqa, boolq, winogrande) or mmlu")
+    p.add_argument("--task", default="hellaswag",
+                   help="an embedded multiple-choice task (arc_e, arc_c, piqa, hellaswag, siqa, obqa, boolq, "
+                        "winogrande) or mmlu")
     p.add_argument("--items", type=int, default=4000 if cuda else 100,
                    help="distinct items for the fast scorer (at most the task's size; hellaswag has 10,042)")
     p.add_argument("--reference-items", type=int, default=500 if cuda else 100,
