@@ -15,7 +15,8 @@
 #   2 GPUs: torchrun --nproc_per_node 2 -m spectune.train ... train.deepspeed=<stage>
 # same seed, same global batch (2 GPUs: half the per-device batch), fixed max_steps. Written to $OUT:
 #   deepspeed_2gpu_<commit>.json  per cell: losses of both runs, max |Δloss| (tolerance LOSS_TOL), tokens/s from the
-#                                 train events (1 vs 2 GPUs; issue target >= 1.8x), peak memory from summary/events,
+#                                 train events' clock after WARM steps (steady_*; the Trainer's samples/s, start-up
+#                                 included, beside it; 1 vs 2 GPUs; issue target >= 1.8x), peak memory from summary/events,
 #                                 and for zero3 the reload check (the saved, gathered adapter/weights reloaded on one
 #                                 GPU give the same logits as the 1-GPU run's reload, max |Δlogit|);
 #   runs.tgz                      the run folders' small files; log.txt the console.
@@ -79,9 +80,10 @@ for stage in $STAGES; do
   done
 done
 
+export BATCH SEQ WARM=${WARM:-5}
 python3 - "$OUT" "$SPECTUNE_GIT_COMMIT" "$LOSS_TOL" <<'EOF'
 """Compare 1- and 2-GPU runs: losses, tokens/s, memory; ZeRO-3: reload the saved artefacts and compare logits."""
-import json, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 
 import torch
@@ -131,7 +133,18 @@ for one in sorted((p for p in root.glob("ds_1gpu_*/*/*/*/seed0")), key=str):
                                     if (run / "summary.json").exists() else None)
     t1 = (cell["train_end_1gpu"] or {}).get("train_samples_per_second")
     t2 = (cell["train_end_2gpu"] or {}).get("train_samples_per_second")
-    cell["speedup_2_vs_1"] = (t2 / t1) if t1 and t2 else None
+    cell["speedup_2_vs_1"] = (t2 / t1) if t1 and t2 else None  # the Trainer's, start-up included
+    # Steady state: the per-step train events' clock after WARM steps (start-up, allocation, first-step costs out).
+    warm = int(os.environ.get("WARM", "5"))
+    for key, run in (("1gpu", one), ("2gpu", two)):
+        times = [(e["step"], e["time"]) for e in events(run, "train") if "loss" in e and "time" in e]
+        steady = [t for t in times if t[0] > warm]
+        if len(steady) >= 2 and steady[-1][1] > steady[0][1]:
+            steps = steady[-1][0] - steady[0][0]
+            cell[f"steady_tokens_per_s_{key}"] = steps * int(os.environ.get("BATCH", "8")) * \
+                int(os.environ.get("SEQ", "512")) / (steady[-1][1] - steady[0][1])
+    a, b = cell.get("steady_tokens_per_s_1gpu"), cell.get("steady_tokens_per_s_2gpu")
+    cell["steady_speedup_2_vs_1"] = (b / a) if a and b else None
     if stage == "zero3" and cell["status"] == ["finished", "finished"]:
         try:
             a, b = logits(one), logits(two)
@@ -150,7 +163,7 @@ path = out / f"deepspeed_2gpu_{commit[:7]}.json"
 path.write_text(json.dumps(result, indent=1))
 for c in cells:
     print(f"{c['stage']:<6} {c['method']:<22} status {c['status']} max|Δloss| {c['max_abs_loss_diff']} "
-          f"speedup {c['speedup_2_vs_1']} reload Δlogit {c.get('zero3_reload_max_abs_logit_diff')}")
+          f"speedup {c['speedup_2_vs_1']} steady {c.get('steady_speedup_2_vs_1')} reload Δlogit {c.get('zero3_reload_max_abs_logit_diff')}")
 print(path)
 EOF
 find .gpu_ds_runs \( -name summary.json -o -name config.yaml -o -name metrics.jsonl -o -name environment.json \
