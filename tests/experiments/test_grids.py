@@ -20,7 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLE_EXPERIMENTS = ("glue_ft_vs_lora", "table1_commonsense_smoke", "table1_commonsense_paper", "table2_glue_smoke",
                      "table2_glue_paper", "plora_smoke", "plora_paper", "dash_ablation_smoke", "tsd_tracking_smoke",
                      "t2_table1_smoke", "t2_table1_paper", "t2_table2_smoke", "t2_table2_paper",
-                     "t2_svf_analysis_smoke")
+                     "t2_svf_analysis_smoke", "table1_commonsense_gpu", "table2_glue_gpu", "plora_gpu",
+                     "dash_ablation_gpu")
 T2_SEEN = ("t2_gsm8k", "t2_mbpp", "t2_arc_easy")
 GLUE3 = ("sst2", "rte", "mrpc")
 GLUE8 = ("mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb")
@@ -55,6 +56,8 @@ def _expected() -> dict[str, Counter]:
     t1 += [cell("smollm2", "commonsense", "lora", r) for r in (4, 8, 16)]
     t1 += [cell("smollm2", "commonsense", "lora_dash", r, t=4) for r in (4, 8, 16)]
     out["table1_commonsense_smoke"] = t1
+    # GPU scale (issue 10): the smoke cells, LoRA-Dash at the paper's t = 100 (commonsense) / t = 30 (GLUE).
+    out["table1_commonsense_gpu"] = [c if c[2] != "lora_dash" else c[:5] + (100,) + c[6:] for c in t1]
     t1p = [cell(m, "commonsense", "full") for m in ("llama_7b", "llama2_7b", "llama3_8b")]
     t1p += [cell("llama_7b", "commonsense", m, r) for m in ("lora", "lora_dash") for r in (4, 8, 16, 32, 64)]
     t1p += [cell(mod, "commonsense", m, r) for mod in ("llama2_7b", "llama3_8b") for m in ("lora", "lora_dash")
@@ -64,12 +67,14 @@ def _expected() -> dict[str, Counter]:
     t2 += [cell("minilm", t, "lora", r) for t in GLUE3 for r in (2, 8)]
     t2 += [cell("minilm", t, "lora_dash", r, t=8) for t in GLUE3 for r in (2, 8)]
     out["table2_glue_smoke"] = t2
+    out["table2_glue_gpu"] = [c if c[2] != "lora_dash" else c[:5] + (30,) + c[6:] for c in t2]
     models = ("deberta_v3_base", "deberta_v3_large")
     t2p = [cell(mod, t, "full") for mod in models for t in GLUE8]
     t2p += [cell(mod, t, m, r) for mod in models for t in GLUE8 for m in ("lora", "lora_dash") for r in (2, 8)]
     out["table2_glue_paper"] = t2p
-    for scale, stage, model, alpha in (("smoke", 8, "smollm2", None), ("paper", 200, "llama_7b", 16)):
-        task, merged = ("mmlu_gsm8k", False) if scale == "smoke" else ("commonsense", True)
+    for scale, stage, model, alpha in (("smoke", 8, "smollm2", None), ("paper", 200, "llama_7b", 16),
+                                       ("gpu", 200, "smollm2", None)):
+        task, merged = ("commonsense", True) if scale == "paper" else ("mmlu_gsm8k", False)
         p = [cell(model, task, "full", merged=merged),
              *(cell(model, task, "lora", r, alpha=alpha, merged=merged) for r in (1, 8))]
         p += [cell(model, task, "plora", r, alpha=alpha, momentum=mom, unload=stage, merged=merged) for r in (1, 8)
@@ -84,6 +89,14 @@ def _expected() -> dict[str, Counter]:
     d += [cell("minilm", "sst2", "lora_dash", 8, t=8, s=8, select=sel, tag=tag.format(t=8, select=sel))
           for sel in ("rate", "random", "top_sigma", "bottom_sigma")]
     out["dash_ablation_smoke"] = d
+    d = [cell("minilm", "sst2", "lora", 8)]
+    d += [cell("minilm", "sst2", "lora_dash", 8, t=t, s=8, select="rate", tag=tag.format(t=t, select="rate"))
+          for t in (15, 30, 60, 120)]
+    d += [cell("minilm", "sst2", "lora_dash", 8, t=30, s=s, select="rate", tag=tag.format(t=30, select="rate"))
+          for s in (2, 4, 8, 16, 32)]
+    d += [cell("minilm", "sst2", "lora_dash", 8, t=30, s=8, select=sel, tag=tag.format(t=30, select=sel))
+          for sel in ("rate", "random", "top_sigma", "bottom_sigma")]
+    out["dash_ablation_gpu"] = d
     ref = "runs/tsd_tracking/minilm/full/sst2/seed0"
     out["tsd_tracking_smoke"] = [cell("minilm", "sst2", "full", merged=True)] + [
         cell("minilm", "sst2", "lora", r, ref=ref) for r in (8, 16, 32)]
@@ -134,8 +147,9 @@ def test_every_cell_composes_validates_and_is_the_tables_cell(experiment: str) -
 
     folders = Counter((cfg.model.name, cfg.method.label, cfg.task.name, cfg.run_tag) for _, _, cfg in jobs)
     repeated = {k: n for k, n in folders.items() if n > 1}
-    if experiment == "dash_ablation_smoke":  # the centre is one cell of each factor's grid: run once, then skipped
-        assert repeated == {("minilm", "dash-r8-s8", "sst2", "-t8-rate"): 3}
+    if experiment.startswith("dash_ablation"):  # the centre is one cell of each factor's grid: run once, then skipped
+        centre = "-t30-rate" if experiment.endswith("_gpu") else "-t8-rate"
+        assert repeated == {("minilm", "dash-r8-s8", "sst2", centre): 3}
     else:
         assert not repeated
 
@@ -143,7 +157,7 @@ def test_every_cell_composes_validates_and_is_the_tables_cell(experiment: str) -
     for _, _, cfg in jobs:
         if cfg.method.name in ("lora", "lora_dash"):
             ranks.setdefault(cfg.method.name, set()).add((cfg.model.name, cfg.task.name, cfg.method.r))
-    if len(ranks) == 2 and experiment != "dash_ablation_smoke":
+    if len(ranks) == 2 and not experiment.startswith("dash_ablation"):
         assert ranks["lora"] == ranks["lora_dash"]
 
 
