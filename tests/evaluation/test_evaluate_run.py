@@ -17,14 +17,15 @@ import pytest
 from spectune.methods import REGISTRY, Method
 
 COMMON = ["model=smollm2", "model.num_layers=2", "task=plora/gsm8k", "task.n_train=16", "task.n_test=4",
-          "train.epochs=2", "train.batch_size=8", "train.max_length=192", "train.lr=3e-3", "train.logging_steps=1",
+          "train.epochs=1", "train.batch_size=8", "train.max_length=192", "train.lr=3e-3", "train.logging_steps=1",
           "train.save_steps=1000", "export_merged=false", "eval.batch_size=4", "logger=disabled", "train.num_threads=2"]
-# One row per method: its overrides (4 optimizer steps: LoRA-Dash switches after step 1, PLoRA unloads at step 2).
+# One row per method: its overrides (2 optimizer steps: LoRA-Dash switches after step 1, PLoRA unloads after step 1
+# and trains its new stage in step 2).
 RUNS = {
     "full": ["method=full", "train.lr=1e-4"],
     "lora": ["method=lora", "method.r=4"],
     "lora_dash": ["method=lora_dash", "method.r=4", "method.s=4", "method.t=1"],
-    "plora": ["method=plora", "method.r=4", "method.unload_every=2"],
+    "plora": ["method=plora", "method.r=4", "method.unload_every=1"],
     "svf": ["method=svf", "train.lr=2e-2"],
 }
 
