@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,7 @@ from spectune.methods.lora_dash import CALLS, DELTA, INDEX, SWITCHED, U_S, V_S, 
 from spectune.methods.lora_dash_schedule import DashSwitchCallback
 from spectune.spectral import SVDCache
 
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class MLP(nn.Module):
