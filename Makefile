@@ -18,11 +18,25 @@ for grid in conf/sweep/$(1)/*.yaml; do grid=$${grid#conf/sweep/}; \
   $(TRAIN) -m experiment=$(1) +sweep=$${grid%.yaml} $(2) || exit 1; \
 done
 endef
-T1_RUNS = runs/table1_commonsense$(if $(filter paper,$(SCALE)),_paper,)
+# Run folders and outputs of the LoRA-Dash / PeriodicLoRA tables per SCALE (smoke | gpu | paper). The run folders are
+# runs/<experiment_name> of conf/experiment/<table>_$(SCALE).yaml: smoke keeps the plain names (runs/table1_commonsense;
+# the committed smoke results depend on them), every other scale adds _$(SCALE) (runs/table1_commonsense_gpu). Tables:
+# results/tables at smoke and GPU scale (the drivers add _<scale> to the file name at any scale but smoke and paper:
+# results/tables/table1_commonsense_gpu.md), results/tables/paper at paper scale.
+SCALE_SUFFIX = $(if $(filter smoke,$(SCALE)),,_$(SCALE))
+TABLES_OUT = results/tables$(if $(filter paper,$(SCALE)),/paper,)
+# The command line a caption shows: SCALE=... only off the default smoke scale (keeps smoke captions as they were).
+SCALE_ARG = $(if $(filter smoke,$(SCALE)),, SCALE=$(SCALE))
+T1_RUNS = runs/table1_commonsense$(SCALE_SUFFIX)
+GLUE_RUNS = runs/table2_glue$(SCALE_SUFFIX)
+PLORA_RUNS = runs/plora$(SCALE_SUFFIX)
+ABLATION_RUNS = runs/dash_ablation$(SCALE_SUFFIX)
 # Start of this make invocation (Unix time): table drivers state the wall time up to the table.
 MAKE_START := $(shell date +%s)
-# LoRA-Dash ablations (make dash-ablations, called by make figures): seeds. The grids (conf/sweep/dash_ablation_smoke)
-# vary one factor at a time around a centre (table 2's LoRA-Dash r=8 cell: s=8, t=8 of 64 steps, select=rate).
+# LoRA-Dash ablations (make dash-ablations [SCALE=gpu], called by make figures at smoke scale): seeds. The grids
+# (conf/sweep/dash_ablation_$(SCALE)) vary one factor at a time around a centre (table 2's LoRA-Dash r=8 cell; smoke:
+# s=8, t=8 of 64 steps, select=rate). Figures: results/figures/dash_ablation_{t,s,select}.png and dash_ablation.json
+# at smoke scale, dash_ablation_gpu_{t,s,select}.png and dash_ablation_gpu.json at GPU scale.
 ABLATION_SEEDS ?= 1
 ABLATION_SEED_LIST = $(shell seq -s, 0 $$(($(ABLATION_SEEDS)-1)))
 
@@ -56,7 +70,7 @@ table-glue-smoke: ## First table: full FT vs LoRA on GLUE SST-2/RTE/MRPC, MiniLM
 	  --out results/tables --started $(MAKE_START) --command "make table-glue-smoke SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=runs/glue_ft_vs_lora
 
-reproduce-table1: ## LoRA-Dash commonsense table: FT vs LoRA vs LoRA-Dash, 8 tasks (SCALE=smoke|paper, SEEDS=n)
+reproduce-table1: ## LoRA-Dash commonsense table: FT vs LoRA vs LoRA-Dash, 8 tasks (SCALE=smoke|gpu|paper, SEEDS=n)
 	$(call sweep,table1_commonsense_$(SCALE),seed=$(SEED_LIST))
 	for seed in $$(seq 0 $$(($(SEEDS)-1))); do \
 	  $(BIN)/python -m spectune.training.base_model --experiment table1_commonsense_$(SCALE) --runs $(T1_RUNS) \
@@ -64,15 +78,15 @@ reproduce-table1: ## LoRA-Dash commonsense table: FT vs LoRA vs LoRA-Dash, 8 tas
 	done
 	$(BIN)/python -m experiments.table1_commonsense --experiment table1_commonsense_$(SCALE) --runs $(T1_RUNS) \
 	  --scale $(SCALE) --started $(MAKE_START) \
-	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table1 SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	  --out $(TABLES_OUT) --command "make reproduce-table1 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=$(T1_RUNS)
 
-reproduce-table2: ## LoRA-Dash GLUE table: FT vs LoRA vs LoRA-Dash r in {2,8} (SCALE=smoke|paper, SEEDS=n)
+reproduce-table2: ## LoRA-Dash GLUE table: FT vs LoRA vs LoRA-Dash r in {2,8} (SCALE=smoke|gpu|paper, SEEDS=n)
 	$(call sweep,table2_glue_$(SCALE),seed=$(SEED_LIST))
 	$(BIN)/python -m experiments.table2_glue --experiment table2_glue_$(SCALE) \
-	  --runs runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,) --started $(MAKE_START) \
-	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
-	$(MAKE) archive-runs RUNS=runs/table2_glue$(if $(filter paper,$(SCALE)),_paper,)
+	  --runs $(GLUE_RUNS) --started $(MAKE_START) \
+	  --out $(TABLES_OUT) --command "make reproduce-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	$(MAKE) archive-runs RUNS=$(GLUE_RUNS)
 
 figures: ## TSD figures at smoke scale: LoRA's predicted vs true directions over training (r=8,16,32), change-rate profile; then dash-ablations
 	$(call sweep,tsd_tracking_smoke,)
@@ -82,21 +96,22 @@ figures: ## TSD figures at smoke scale: LoRA's predicted vs true directions over
 	  --reference runs/tsd_tracking/minilm/full/sst2/seed0 --plot layer.3.attention.self.query \
 	  --out results/figures/tsd_profile_minilm_sst2
 	$(MAKE) archive-runs RUNS=runs/tsd_tracking
-	$(MAKE) dash-ablations
+	$(MAKE) dash-ablations SCALE=smoke
 
-dash-ablations: ## LoRA-Dash ablations over t, s and select (MiniLM, SST-2, smoke; ABLATION_SEEDS=n, default 1)
-	$(call sweep,dash_ablation_smoke,seed=$(ABLATION_SEED_LIST))
-	$(BIN)/python -m experiments.dash_ablations --experiment dash_ablation_smoke --runs runs/dash_ablation \
-	  --out results/figures --started $(MAKE_START) --command "make dash-ablations ABLATION_SEEDS=$(ABLATION_SEEDS)"
-	$(MAKE) archive-runs RUNS=runs/dash_ablation
+dash-ablations: ## LoRA-Dash ablations over t, s and select (MiniLM, SST-2; SCALE=smoke|gpu, ABLATION_SEEDS=n, default 1)
+	$(call sweep,dash_ablation_$(SCALE),seed=$(ABLATION_SEED_LIST))
+	$(BIN)/python -m experiments.dash_ablations --experiment dash_ablation_$(SCALE) --runs $(ABLATION_RUNS) \
+	  --out results/figures --started $(MAKE_START) \
+	  --command "make dash-ablations$(SCALE_ARG) ABLATION_SEEDS=$(ABLATION_SEEDS)"
+	$(MAKE) archive-runs RUNS=$(ABLATION_RUNS)
 
 reproduce-plora: ## PeriodicLoRA study: FT vs LoRA vs PLoRA (plain, momentum 0.9), r in {1,8}; table + rank figure (SCALE, SEEDS)
 	$(call sweep,plora_$(SCALE),seed=$(SEED_LIST))
-	$(BIN)/python -m spectune.training.base_model --experiment plora_$(SCALE) --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,)
+	$(BIN)/python -m spectune.training.base_model --experiment plora_$(SCALE) --runs $(PLORA_RUNS)
 	$(BIN)/python -m experiments.plora_study report --experiment plora_$(SCALE) \
-	  --runs runs/plora$(if $(filter paper,$(SCALE)),_paper,) --out results --scale $(SCALE) \
+	  --runs $(PLORA_RUNS) --out results --scale $(SCALE) \
 	  --command "make reproduce-plora SCALE=$(SCALE) SEEDS=$(SEEDS)"
-	$(MAKE) archive-runs RUNS=runs/plora$(if $(filter paper,$(SCALE)),_paper,)
+	$(MAKE) archive-runs RUNS=$(PLORA_RUNS)
 
 # Transformer² (issue 9). Table 1: base vs LoRA vs SVF experts (REINFORCE) on GSM8K / MBPP / ARC-Easy; Table 2:
 # base vs LoRA vs the strategies on MATH / HumanEval / ARC-Challenge, over Table 1's experts (its SVF runs) and

@@ -4,6 +4,8 @@ Usage (from the repository root; ``make dash-ablations`` runs the sweeps and the
 
     python -m experiments.dash_ablations --experiment dash_ablation_smoke --runs runs/dash_ablation \\
         --out results/figures --command "make dash-ablations"
+    python -m experiments.dash_ablations --experiment dash_ablation_gpu --runs runs/dash_ablation_gpu \\
+        --out results/figures --command "make dash-ablations SCALE=gpu ABLATION_SEEDS=3"
 
 The design comes from the experiment's sweep grids (conf/sweep/dash_ablation_smoke, :func:`design_of`): the grids
 that sweep one of t, s, select give the ablated method (LoRA-Dash) and the centre (the value each factor keeps in the
@@ -13,10 +15,14 @@ rank). A LoRA-Dash run is a point of the factor in which it differs from the cen
 every factor): accuracy vs t (pre-launch length, optimizer steps), vs s (number of directions) and vs select
 (rate = the method, random, top_sigma, bottom_sigma = the paper's ablations). Each point is the mean over seeds, with
 the sample standard deviation as an error bar when there are several seeds; plain LoRA of the same rank under the
-same settings is the reference line. Writes ``<out>/<name>_{t,s,select}.png`` and ``<out>/<name>.json`` (the plotted
-numbers, the runs behind each point and the provenance: command, commits, hardware, seeds, scale, settings, runtime,
-from :func:`experiments.report.provenance.collect`). Runs of several commits or of a dirty tree are refused unless
-``--allow-mixed-commits`` (exit status 3; each run's commit is then in the JSON and the caption).
+same settings is the reference line. A value a factor's grid sweeps without a finished run (or a reference without
+one) is named in the figure ("no finished run: …") and in ``problems``, never silently left out. Writes
+``<out>/<name>_{t,s,select}.png`` and ``<out>/<name>.json`` (the plotted numbers, the runs behind each point and the
+provenance: command, commits, hardware, seeds, scale, settings, runtime, from
+:func:`experiments.report.provenance.collect`). ``<name>``: ``--name``, by default ``dash_ablation`` at smoke scale and
+``dash_ablation_<scale>`` at any other (the experiment's ``scale_name``; ``dash_ablation_gpu``), and the captions and
+titles name that scale. Runs of several commits or of a dirty tree are refused unless ``--allow-mixed-commits`` (exit
+status 3; each run's commit is then in the JSON and the caption).
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from experiments import grids
-from experiments.report.cli import add_provenance_args, command_of, refuse, wall_s
+from experiments.report.cli import add_provenance_args, command_of, output_name, refuse, wall_s
 from experiments.report.provenance import MixedCommitsError, Provenance, collect, relative
 from experiments.report.render import commit_text
 from experiments.report.table import mean_std
-from experiments.report.vocabulary import display_method, display_model
+from experiments.report.vocabulary import display_method, display_model, display_scale
 from experiments.runs import FINISHED, RunRecord, collect_runs
 from spectune.io import write_json_atomic
 
@@ -127,7 +133,8 @@ def _sort_key(factor: str, value: Any) -> tuple:
 def ablation_points(runs: Sequence[RunRecord], root: str | Path, centre: Mapping[str, Any], metric: str = "accuracy",
                     design: Design | None = None) -> dict[str, Any]:
     """The plotted numbers: per factor, the points (runs equal to the centre in the other two factors), the LoRA
-    reference, and what could not be used (``problems``: failed/incomplete runs, runs off every axis). ``design``:
+    reference, and what could not be used or is missing (``problems``: failed/incomplete runs, runs off every axis,
+    grid values and a reference without a finished run: :func:`missing_points`). ``design``:
     which methods are ablated and the reference (default: :func:`design_of` the default experiment).
 
     Only finished runs with the metric count; one value per seed and point (a second folder of the same seed is
@@ -183,7 +190,27 @@ def ablation_points(runs: Sequence[RunRecord], root: str | Path, centre: Mapping
     baseline = _point(design.reference, list(lora.values()), metric, root) if lora else None
     if len(ranks) > 1:
         problems.append(f"runs of several ranks mixed: r = {sorted(ranks)}")
+    missing = missing_points(factors, centre, design)
+    for factor, values in missing.items():
+        problems += [f"{factor}={value}: no finished run with {metric}; not plotted" for value in values]
+    if design.reference is not None and baseline is None and design.values:
+        problems.append(f"{display_method(design.reference)} reference: no finished run with {metric}; no reference "
+                        "line")
     return {"factors": factors, "baseline": baseline, "problems": problems, "ranks": sorted(ranks)}
+
+
+def missing_points(factors: Mapping[str, Sequence[Mapping[str, Any]]], centre: Mapping[str, Any], design: Design
+                   ) -> dict[str, list[Any]]:
+    """Per factor, the values its grid sweeps that have no plotted point (in the grid's order); empty when the centre
+    is not the grids' (``--centre-*``: the grids' values then are not the design)."""
+    if any(design.centre.get(f) != centre.get(f) for f in FACTORS):
+        return {}
+    out = {}
+    for factor, values in design.values.items():
+        plotted = {p["value"] for p in factors.get(factor, ())}
+        if left := [v for v in values if v not in plotted]:
+            out[factor] = left
+    return out
 
 
 def provenance(prov: Provenance, centre: Mapping[str, Any], metric: str) -> dict[str, Any]:
@@ -211,8 +238,16 @@ def provenance(prov: Provenance, centre: Mapping[str, Any], metric: str) -> dict
     }
 
 
-def caption(prov: Mapping[str, Any], ranks: Sequence[int], collected: Provenance) -> str:
-    """One paragraph under each figure: scale, model, data, seeds, settings, commit, hardware, runtime, command."""
+def scale_caveat(scale: str) -> str:
+    """The caption's first words: ``SMOKE SCALE, not a reproduction.``, ``GPU SCALE, not a reproduction.``;
+    ``PAPER SCALE.``"""
+    text = f"{display_scale(scale).upper()} SCALE"
+    return f"{text}." if scale == "paper" else f"{text}, not a reproduction."
+
+
+def caption(prov: Mapping[str, Any], ranks: Sequence[int], collected: Provenance, scale: str = "smoke") -> str:
+    """One paragraph under each figure: ``scale``'s caveat (the experiment's scale), the runs' scale, model, data,
+    seeds, settings, commit, hardware, runtime, command."""
     models = ", ".join(display_model(m) for m in prov["model"]) or "?"
     carve = "; ".join(f"{t}: {' | '.join(v)}" for t, v in prov["data_carve_out"].items()) or "not recorded"
     train = ", ".join(f"{k.removeprefix('train.')}={'|'.join(v)}" for k, v in prov["training"].items())
@@ -223,7 +258,7 @@ def caption(prov: Mapping[str, Any], ranks: Sequence[int], collected: Provenance
         runtime.append(f"sum of runtime_s {prov['runtime_s_sum'] / 60:.1f} min over {prov['runs']} runs")
     if prov["wall_s"] is not None:
         runtime.append(f"wall {prov['wall_s'] / 60:.1f} min")
-    return (f"SMOKE SCALE, not a reproduction. scale {', '.join(prov['scale']) or '?'}; model {models}; "
+    return (f"{scale_caveat(scale)} scale {', '.join(prov['scale']) or '?'}; model {models}; "
             f"r={', '.join(map(str, ranks)) or '?'}; task {', '.join(prov['task'])} ({carve}; "
             f"{', '.join(prov['data_source']) or 'source not recorded'}); {train}; optimizer steps "
             f"{', '.join(map(str, prov['optimizer_steps']))}; centre {centre}; seeds "
@@ -233,9 +268,11 @@ def caption(prov: Mapping[str, Any], ranks: Sequence[int], collected: Provenance
 
 
 def plot_factor(factor: str, points: Sequence[Mapping[str, Any]], baseline: Mapping[str, Any] | None,
-                centre: Mapping[str, Any], path: Path, title: str, text: str, design: Design | None = None) -> None:
+                centre: Mapping[str, Any], path: Path, title: str, text: str, design: Design | None = None,
+                missing: Sequence[Any] = ()) -> None:
     """One figure: accuracy (mean ± std) against the factor's values; the reference's mean (± std band) as a dashed
-    line. Legend labels: the registry's names of ``design``'s methods."""
+    line. Legend labels: the registry's names of ``design``'s methods. ``missing``: the factor's grid values without
+    a finished run, named in the plot."""
     design = design or design_of()
     method, reference = display_method(design.method), display_method(design.reference)
     import matplotlib
@@ -280,6 +317,9 @@ def plot_factor(factor: str, points: Sequence[Mapping[str, Any]], baseline: Mapp
     if lows:
         ax.set_ylim(max(0.0, min(lows) - 6), min(100.0, max(highs) + 8))
     ax.grid(alpha=0.3)
+    if missing:
+        ax.text(0.01, 0.99, f"no finished run: {factor} = {', '.join(map(str, missing))}", transform=ax.transAxes,
+                va="top", ha="left", fontsize=7, color="tab:red")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
     ax.set_title(title, fontsize=9)
@@ -298,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.dash_ablations", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--runs", default=f"runs/{NAME}", help="root of the run folders")
     p.add_argument("--out", default="results/figures")
-    p.add_argument("--name", default=NAME, help="file stem: <name>_{t,s,select}.png and <name>.json")
+    p.add_argument("--name", default=None,
+                   help="file stem: <name>_{t,s,select}.png and <name>.json (default: dash_ablation at smoke scale, "
+                        "dash_ablation_<scale> at any other: the experiment's scale)")
     p.add_argument("--metric", default="accuracy")
     p.add_argument("--experiment", default=EXPERIMENT,
                    help="the experiment whose sweep grids give the design: ablated and reference method, centre")
@@ -312,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no run folders at {args.runs} (run the sweeps first)", file=sys.stderr)
         return 2
     design = design_of(args.experiment)
+    scale = grids.scale_of(args.experiment)
+    name = args.name or output_name(NAME, scale)
     given = {"s": args.centre_s, "t": args.centre_t, "select": args.centre_select}
     centre = {f: given[f] if given[f] is not None else design.centre[f] for f in ("s", "t", "select")}
     runs = collect_runs(args.runs)
@@ -324,26 +368,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         used_paths.update(data["baseline"]["runs"])
     used = [r for r in runs if _relative(r, Path(args.runs)) in used_paths]
     try:
-        collected = collect(used, runs_root=args.runs, command=command, what=f"the figures {args.name}",
+        collected = collect(used, runs_root=args.runs, command=command, what=f"the figures {name}",
                             wall_s=wall_s(args), allow_mixed_commits=args.allow_mixed_commits)
     except MixedCommitsError as err:
         return refuse(err)
     prov = provenance(collected, centre, args.metric)
-    text = caption(prov, data["ranks"], collected)
+    text = caption(prov, data["ranks"], collected, scale)
+    missing = missing_points(data["factors"], centre, design)
     out = Path(args.out)
     files = []
     for factor in FACTORS:
         if not data["factors"][factor]:
             continue
-        path = out / f"{args.name}_{factor}.png"
+        path = out / f"{name}_{factor}.png"
         plot_factor(factor, data["factors"][factor], data["baseline"], centre, path,
-                    f"{display_method(design.method)} ablation over {factor} (others at the centre), smoke scale",
-                    text, design)
+                    f"{display_method(design.method)} ablation over {factor} (others at the centre), "
+                    f"{display_scale(scale)} scale", text, design, missing.get(factor, ()))
         files.append(path.name)
-    write_json_atomic(out / f"{args.name}.json", {"caption": text, "provenance": prov, "figures": files, **data})
+    write_json_atomic(out / f"{name}.json", {"caption": text, "provenance": prov, "figures": files, **data})
     for problem in data["problems"]:
         print(f"note: {problem}", file=sys.stderr)
-    print(f"wrote {', '.join(str(out / f) for f in files)} and {out / (args.name + '.json')}")
+    print(f"wrote {', '.join(str(out / f) for f in files)} and {out / (name + '.json')}")
     return 0
 
 

@@ -6,8 +6,12 @@ Usage (``make reproduce-plora`` runs the grids of conf/sweep/plora_<scale>, then
     python -m experiments.plora_study report --experiment plora_smoke --runs runs/plora --out results \\
         --command "make reproduce-plora"
 
-``report`` writes ``<out>/tables/plora_<scale>.md`` / ``.csv`` and ``<out>/figures/plora_rank_<scale>.png`` / ``.json``.
-The stage length (for the last-stage loss) is the grids' ``method.unload_every`` unless ``--stage`` is given. Runs of
+``report`` writes ``<out>/tables/plora_<scale>.md`` / ``.csv`` and ``<out>/figures/plora_rank_<scale>.png`` / ``.json``
+(``make reproduce-plora SCALE=gpu``: ``plora_gpu.md``, ``plora_rank_gpu.png``); the heading, the caveat and the
+figure's caption name the scale. The stage length (for the last-stage loss) is the grids' ``method.unload_every``
+unless ``--stage`` is given. The rows are the untrained model's and every (method, rank, momentum) of the experiment's
+sweep grids (``--experiment``, default ``plora_<scale>``): a row without a finished run reads ``not run`` (``no
+finished run`` when its folders failed or are incomplete; they are listed under the table), never dropped. Runs of
 several commits or of a dirty tree are refused unless ``--allow-mixed-commits`` (exit status 3).
 
 Definitions (docs/plora.md):
@@ -28,7 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +42,8 @@ from experiments.report.cli import add_provenance_args, command_of, refuse
 from experiments.report.provenance import MixedCommitsError, Provenance, collect
 from experiments.report.render import commit_text, csv_text, markdown_table
 from experiments.report.table import mean_std
-from experiments.report.vocabulary import BASE, display_method, display_task, has_rank, method_order
-from experiments.runs import collect_runs
+from experiments.report.vocabulary import BASE, display_method, display_model, display_task, has_rank, method_order
+from experiments.runs import FINISHED, RunRecord, collect_runs, problem_report
 from spectune.io import write_json_atomic, write_text_atomic
 
 
@@ -122,15 +127,36 @@ COLUMNS = (("mmlu_acc", "MMLU acc ↑"), ("mmlu_acc_norm", "MMLU acc_norm ↑"),
            ("effective_rank", "eff. rank"), ("update_norm", "‖ΔW‖_F"), ("stages", "stages"))
 
 
-def aggregate(runs_root: Path, stage: int) -> tuple[dict[tuple, dict[str, Any]], list[Any]]:
-    """{row key: {column: (mean, std, n)} + curves per seed}, and the runs used."""
+def row_key(run: RunRecord) -> tuple[str, int | None, float | None]:
+    """The row of a run folder: the untrained model's (a ``base_model`` summary) or :func:`variant` of its config."""
+    if (run.summary or {}).get("method") == BASE:
+        return (BASE, None, None)
+    return variant(run.config or {})
+
+
+@cache
+def expected_rows(experiment: str) -> tuple[tuple[str, int | None, float | None], ...]:
+    """The rows the study expects: the untrained model's (``spectune.training.base_model``, run by make), then
+    (method, rank, momentum) of every cell of the experiment's sweep grids, in the order make runs them."""
+    keys: list[tuple[str, int | None, float | None]] = [(BASE, None, None)]
+    for cfg in grids.cell_configs(experiment, drop=("task", "seed")):
+        key = variant({"method": cfg.method})
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def aggregate(runs_root: Path, stage: int, runs: Sequence[RunRecord] | None = None
+              ) -> tuple[dict[tuple, dict[str, Any]], list[Any]]:
+    """{row key: {column: (mean, std, n)} + curves per seed}, and the runs used (the finished ones of ``runs``, by
+    default every run folder under ``runs_root``)."""
     rows: dict[tuple, dict[str, list]] = {}
     used = []
-    for run in collect_runs(runs_root):
-        if run.status != "finished":
+    for run in collect_runs(runs_root) if runs is None else runs:
+        if run.status != FINISHED:
             continue
-        if (run.summary or {}).get("method") == BASE:
-            key = (BASE, None, None)
+        key = row_key(run)
+        if key[0] == BASE:
             vals = {"mmlu_acc": _get(run.eval_results or {}, "mmlu", "accuracy", 100.0),
                     "mmlu_acc_norm": _get(run.eval_results or {}, "mmlu", "acc_norm", 100.0),
                     "gsm8k_bpb": _get(run.eval_results or {}, "gsm8k", "bits_per_byte", 1.0), "curves": None}
@@ -204,14 +230,63 @@ def _fmt(cell: tuple | None, digits: int = 2) -> str:
     return text + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def render(rows: dict, ratios: dict, runs: list, command: str, stage: int, prov: Provenance) -> tuple[str, str]:
-    """Markdown (caption, table, definitions) and CSV of the study; ``prov``: the runs' provenance (:func:`collect`)."""
-    keys = sorted(rows, key=_order)
+# Per scale: where the heading puts the study, the caveat under it and the figure caption's word for it.
+SCALE_TEXT = {
+    "smoke": ("at smoke scale", "**Smoke scale, not a reproduction of the paper** (LLaMA-7B, 3 epochs of instruction "
+                                "data).", "smoke"),
+    "gpu": ("at GPU scale", "**GPU scale, not a reproduction of the paper** (LLaMA-7B on its instruction data; here "
+                            "a 135M model on the MMLU and GSM8K carve-outs, learning rates scaled to the model's width "
+                            "and the epochs below: `conf/experiment/plora_gpu.yaml`).", "GPU-scale"),
+    "paper": ("at the paper's settings", "**The paper's settings** (`conf/experiment/plora_paper.yaml`); its "
+                                         "instruction data is not specified in our sources, so the data is ours "
+                                         "(below).", "paper-scale"),
+}
+NO_PAPER_NUMBERS = (" No paper numbers are shown: we could not read the paper's tables, so none are transcribed "
+                    "(issue: fill paper columns only from a source read and cited).")
+NOT_RUN, NOT_FINISHED = "not run", "no finished run"
+
+
+def scale_text(scale: str) -> tuple[str, str, str]:
+    """(heading phrase, caveat, caption word) of ``scale`` (:data:`SCALE_TEXT`; a plain fallback for others)."""
+    return SCALE_TEXT.get(scale, (f"at {scale} scale", f"**{scale} scale, not a reproduction of the paper**.",
+                                  f"{scale}-scale"))
+
+
+def _subject(cfg: dict[str, Any]) -> tuple[str, str, str]:
+    """(model in the heading, model and data in the figure caption, the model bullet) of a trained run's config:
+    SmolLM2-135M-Instruct on the MMLU + GSM8K carve-outs (smoke and GPU scale), else the config's names."""
+    model_cfg = cfg.get("model") or {}
+    model, dtype = model_cfg.get("name"), model_cfg.get("dtype", "?")
+    task = (cfg.get("task") or {}).get("name")
+    if model in (None, "smollm2"):
+        long, short = "SmolLM2-135M-Instruct", "SmolLM2-135M"
+        bullet = f"{long} (embedded GGUF, dequantised, {dtype})"
+    else:
+        long = short = display_model(model)
+        bullet = f"{long} ({model_cfg.get('name_or_path', model)}, {dtype})"
+    data = "MMLU+GSM8K carve-outs" if task in (None, "mmlu_gsm8k") else f"task {task}"
+    return long, f"{short} on {data}", bullet
+
+
+def render(rows: dict, ratios: dict, runs: list, command: str, stage: int, prov: Provenance, scale: str = "smoke",
+           expected: Sequence[tuple] = (), unfinished: Collection[tuple] = (), problems: Sequence[str] = ()
+           ) -> tuple[str, str]:
+    """Markdown (caption, table, definitions) and CSV of the study; ``prov``: the runs' provenance (:func:`collect`).
+
+    ``scale`` words the heading and the caveat; ``expected`` rows without a finished run read ``not run`` (``no
+    finished run`` for those in ``unfinished``); ``problems``: lines on the run folders that did not finish, listed
+    under the table."""
+    keys = sorted(set(rows) | set(expected), key=_order)
     digits = {"mmlu_acc": 1, "mmlu_acc_norm": 1, "gsm8k_bpb": 3, "loss_drop": 3, "numerical_rank": 1,
               "stable_rank": 2, "effective_rank": 1, "update_norm": 2, "stages": 0}
     header = ["method", *[c[1] for c in COLUMNS], "LA ratio (loss)", "LA ratio (MMLU)", "LA ratio (GSM8K)"]
     md_rows, csv_rows = [], []
     for key in keys:
+        if key not in rows:
+            missing = NOT_FINISHED if key in unfinished else NOT_RUN
+            md_rows.append([row_label(key), *[missing] * len(COLUMNS), "–", "–", "–"])
+            csv_rows.append([row_label(key), *[""] * len(COLUMNS), "", "", "", 0])
+            continue
         vals = rows[key]
         ra = ratios.get(key, {})
         cells = [_fmt(vals.get(c), digits[c]) for c, _ in COLUMNS]
@@ -229,21 +304,24 @@ def render(rows: dict, ratios: dict, runs: list, command: str, stage: int, prov:
                     if (r.config or {}).get("method", {}).get("target_modules")), None)
     ranked = [n for n in method_order() if any(k[0] == n and k[1] is not None for k in rows)]
     rankless = [n for n in method_order() if n != BASE and any(k[0] == n and k[1] is None for k in rows)]
+    where, caveat, _ = scale_text(scale)
+    lrs = ", ".join(f"{'/'.join(map(display_method, names))} {_lrs(trained, ranked=with_rank)}"
+                    for names, with_rank in ((ranked, True), (rankless, False)) if names) or "?"
+    model, _, model_bullet = _subject(cfg)
+    task = cfg.get("task", {}).get("name")
+    data = (f"- Data: seeded disjoint carve-outs of the embedded MMLU test split and GSM8K ({sizes}); trained on the "
+            "union, each test carve-out scored by gold-answer likelihood." if task in (None, "mmlu_gsm8k") else
+            f"- Data: task {task} ({sizes}).")
     caption = [
-        "# PeriodicLoRA study at smoke scale: FT vs LoRA vs PLoRA (plain, momentum) on SmolLM2-135M-Instruct",
+        f"# PeriodicLoRA study {where}: FT vs LoRA vs PLoRA (plain, momentum) on {model}",
         "",
-        "**Smoke scale, not a reproduction of the paper** (LLaMA-7B, 3 epochs of instruction data). No paper numbers "
-        "are shown: we could not read the paper's tables, so none are transcribed (issue: fill paper columns only "
-        "from a source read and cited).",
+        caveat + NO_PAPER_NUMBERS,
         "",
-        f"- Model: SmolLM2-135M-Instruct (embedded GGUF, dequantised, {cfg.get('model', {}).get('dtype', '?')}); "
+        f"- Model: {model_bullet}; "
         f"targets {', '.join(targets or []) or '?'} (full FT tracks the same).",
-        f"- Data: seeded disjoint carve-outs of the embedded MMLU test split and GSM8K ({sizes}); trained on the "
-        "union, "
-        "each test carve-out scored by gold-answer likelihood.",
+        data,
         f"- Training: {t.get('epochs')} epochs, batch {t.get('batch_size')}, max_length {t.get('max_length')}, "
-        f"AdamW β2 {t.get('adam_beta2')}, {t.get('scheduler')} LR ({'/'.join(map(display_method, ranked))} "
-        f"{_lrs(trained, ranked=True)}, {'/'.join(map(display_method, rankless))} {_lrs(trained, ranked=False)}), "
+        f"AdamW β2 {t.get('adam_beta2')}, {t.get('scheduler')} LR ({lrs}), "
         f"{t.get('precision')}; PLoRA unloads every {stage} optimizer steps and at each epoch end (not after the "
         "final step); a momentum row keeps the share m of the adapter (A and B scaled by √m) and merges (1−m)·sBA.",
         f"- Seeds: {', '.join(map(str, prov.seeds)) or 'none'}; commit: {commit_text(prov)}; hardware: "
@@ -262,6 +340,11 @@ def render(rows: dict, ratios: dict, runs: list, command: str, stage: int, prov:
         "them. LA ratio: PLoRA's gain divided by LoRA's at the same rank (loss drop; MMLU and GSM8K gains over the "
         "untrained model) — our reading of the paper's \"learning ability\" (docs/plora.md).",
     ]
+    if any(key not in rows for key in keys):
+        notes += ["", f"{NOT_RUN}: a row of the sweep grids without a run folder; {NOT_FINISHED}: its run folders "
+                     "failed or are incomplete (listed below)."]
+    if problems:
+        notes += ["", "## Run folders with problems", "", *(f"- {line}" for line in problems)]
     csv = csv_text(["method", *[c[0] for c in COLUMNS], "la_loss", "la_mmlu", "la_gsm8k", "n_seeds"], csv_rows)
     return "\n".join([*caption, *markdown_table(header, md_rows), *notes]) + "\n", csv
 
@@ -327,23 +410,29 @@ def stage_of(experiment: str) -> int:
 
 
 def report(runs_root: Path, out: Path, command: str, stage: int, scale: str = "smoke",
-           assume_commit: str | None = None, allow_mixed_commits: bool = False) -> dict[str, Path]:
-    """Write the table (md, csv) and the rank figure (png, json); returns their paths. Raises
+           assume_commit: str | None = None, allow_mixed_commits: bool = False,
+           expected: Sequence[tuple] = ()) -> dict[str, Path]:
+    """Write the table (md, csv) and the rank figure (png, json) of ``scale``; returns their paths. ``expected``: the
+    rows to show even without a finished run (:func:`expected_rows`). Raises
     :class:`~experiments.report.provenance.MixedCommitsError` for runs of mixed commits unless allowed."""
-    rows, runs = aggregate(runs_root, stage)
+    collected = collect_runs(runs_root)
+    rows, runs = aggregate(runs_root, stage, collected)
     if not runs:
         raise FileNotFoundError(f"No finished run under {runs_root}: run `make reproduce-plora` first.")
     prov = collect(runs, runs_root=runs_root, command=command, what=f"the PeriodicLoRA study (plora_{scale})",
-                   row_of=lambda run: row_label((BASE, None, None)) if (run.summary or {}).get("method") == BASE
-                   else row_label(variant(run.config or {})),
+                   row_of=lambda run: row_label(row_key(run)),
                    allow_mixed_commits=allow_mixed_commits, assume_commit=assume_commit)
     ratios = ability_ratios(rows)
-    md, csv = render(rows, ratios, runs, command, stage, prov)
+    unfinished_runs = [r for r in collected if r.status != FINISHED]
+    unfinished = {row_key(r) for r in unfinished_runs if r.config or r.summary}
+    md, csv = render(rows, ratios, runs, command, stage, prov, scale, expected, unfinished,
+                     problem_report(unfinished_runs, runs_root))
     paths = {"md": out / "tables" / f"plora_{scale}.md", "csv": out / "tables" / f"plora_{scale}.csv",
              "png": out / "figures" / f"plora_rank_{scale}.png", "json": out / "figures" / f"plora_rank_{scale}.json"}
     write_text_atomic(paths["md"], md)
     write_text_atomic(paths["csv"], csv)
-    caption = (f"PeriodicLoRA smoke study, SmolLM2-135M on MMLU+GSM8K carve-outs, first seed; commit "
+    trained = next((r.config or {} for r in runs if row_key(r)[0] != BASE), {})
+    caption = (f"PeriodicLoRA {scale_text(scale)[2]} study, {_subject(trained)[1]}, first seed; commit "
                f"{commit_text(prov, short=True)}; {'; '.join(prov.devices) or 'hardware not recorded'}; `{command}`")
     data = plot(rows, paths["png"], caption)
     write_json_atomic(paths["json"], {"caption": caption, "command": command, "commits": prov.commit_texts,
@@ -361,18 +450,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--out", default="results")
     r.add_argument("--stage", type=int, default=None,
                    help="PLoRA stage length in steps (for the last-stage loss); default: the experiment's grids")
-    r.add_argument("--scale", default="smoke")
+    r.add_argument("--scale", default="smoke",
+                   help="names the outputs (plora_<scale>.md, plora_rank_<scale>.png) and words the caption")
     r.add_argument("--experiment", default=None,
-                   help="the experiment whose grids give the stage length (default: plora_<scale>)")
+                   help="the experiment whose grids give the expected rows and the stage length (default: "
+                        "plora_<scale>)")
     r.add_argument("--assume-commit", default=None,
                    help="commit to show for runs that recorded none (e.g. from a remote machine's log)")
     add_provenance_args(r, started=False)
     args = p.parse_args(argv)
     command = command_of(args, "experiments.plora_study", list(sys.argv[1:] if argv is None else argv))
     try:
-        stage = args.stage if args.stage is not None else stage_of(args.experiment or f"plora_{args.scale}")
+        experiment = args.experiment or f"plora_{args.scale}"
+        stage = args.stage if args.stage is not None else stage_of(experiment)
         paths = report(Path(args.runs), Path(args.out), command, stage, args.scale, args.assume_commit,
-                       args.allow_mixed_commits)
+                       args.allow_mixed_commits, expected_rows(experiment))
     except (FileNotFoundError, ValueError) as err:
         print(err, file=sys.stderr)
         return 2

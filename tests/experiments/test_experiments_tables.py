@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import glue_ft_vs_lora
+from experiments import glue_ft_vs_lora, table2_glue
 from experiments.report.provenance import carve_out_sizes, describe_device
 from experiments.report.render import atomic_write_text, format_cell, write_table
 from experiments.report.table import Cell, Column, TableSpec, build_table, mean_std, to_percent
@@ -250,6 +250,38 @@ def test_carve_out_and_device_variants() -> None:
     assert describe_device(cuda) == "1 × NVIDIA H100 80GB HBM3 (cuda), 16 torch threads, world size 2"
     assert describe_device({"device": "cpu"}) == "cpu"
     assert describe_device({}) is None
+
+
+def test_table2_glue_gpu_scale_is_named_and_captioned_for_its_scale(tmp_path: Path, run_writer) -> None:
+    """`make reproduce-table2 SCALE=gpu`'s driver call: the scale comes from the experiment (table2_glue_gpu): the
+    table is table2_glue_gpu.md / .csv with a GPU-scale title and caveat (no smoke wording); mean ± std over seeds;
+    the gpu grids' cells without a finished run stay in the table, marked."""
+    root = tmp_path / "runs" / "table2_glue_gpu"
+    for seed, acc in ((0, 0.875), (1, 0.90625)):
+        run_writer(root, method="lora", rank=8, task="sst2", seed=seed, scale="gpu", metrics={"accuracy": acc})
+    run_writer(root, method="lora_dash", rank=2, task="rte", seed=0, scale="gpu", status="failed")
+    out = tmp_path / "tables"
+    command = "make reproduce-table2 SCALE=gpu SEEDS=2"
+    assert table2_glue.main(["--experiment", "table2_glue_gpu", "--runs", str(root), "--out", str(out),
+                             "--command", command]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["table2_glue_gpu.csv", "table2_glue_gpu.md"]
+    md = (out / "table2_glue_gpu.md").read_text()
+    head = md.split("| source")[0]
+    assert head.startswith("# Table 2 (GLUE): FT vs LoRA vs LoRA-Dash, ours (GPU scale, MiniLM) beside the paper "
+                           "(DeBERTaV3-base)\n")
+    assert "**GPU-scale numbers are not a reproduction of the paper**" in head and "smoke" not in head.lower()
+    assert "scale: gpu" in head and f"`{command}`" in head
+    rows = _csv_rows((out / "table2_glue_gpu.csv").read_text())
+    lora8 = _ours(rows, "lora", "8")
+    assert lora8["label"] == "ours (gpu, MiniLM)" and lora8["sst2_n"] == "2"
+    assert float(lora8["sst2_mean"]) == pytest.approx(statistics.mean([87.5, 90.625]))
+    assert float(lora8["sst2_std"]) == pytest.approx(statistics.stdev([87.5, 90.625]))
+    assert lora8["rte_status"] == "not run"
+    assert _ours(rows, "lora_dash", "2")["rte_problems"] == "failed: seed 0"
+    assert {(r["method"], r["rank"]) for r in rows if r["source"] == "ours"} == {
+        ("full", ""), ("lora", "2"), ("lora", "8"), ("lora_dash", "2"), ("lora_dash", "8")}
+    assert all(r[f"{t}_status"] == "not run" for t in TASKS for r in rows if r["source"] == "ours"
+               and r["method"] == "full")
 
 
 def test_cli_missing_runs_dir(tmp_path: Path) -> None:

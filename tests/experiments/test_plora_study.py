@@ -16,7 +16,7 @@ ENV = {"git": {"commit": "abc", "dirty": False}, "device": {"type": "cuda", "nam
 
 
 def _run(root: Path, method: str, r: int | None, momentum: float | None, mmlu: float, bpb: float,
-         losses: list[float], rank: float, stages: int = 0) -> None:
+         losses: list[float], rank: float, stages: int = 0, scale: str = "smoke") -> None:
     label = {"full": "full", "lora": f"lora-r{r}", "plora": f"plora-r{r}-m{momentum}"}[method]
     d = root / "smollm2" / label / "mmlu_gsm8k" / "seed0"
     d.mkdir(parents=True)
@@ -32,7 +32,7 @@ def _run(root: Path, method: str, r: int | None, momentum: float | None, mmlu: f
     results = {"mmlu": {"accuracy": mmlu, "acc_norm": mmlu}, "gsm8k": {"bits_per_byte": bpb}}
     (d / "eval_results.json").write_text(json.dumps(results))
     (d / "summary.json").write_text(json.dumps({"status": "finished", "model": "smollm2", "method": method,
-                                                "task": "mmlu_gsm8k", "seed": 0, "rank": r, "scale": "smoke",
+                                                "task": "mmlu_gsm8k", "seed": 0, "rank": r, "scale": scale,
                                                 "commit": "abc", "runtime_s": 60.0, "metrics": results}))
     (d / "environment.json").write_text(json.dumps(ENV))
     events = [{"event": "train", "step": 2 * (i + 1), "loss": v} for i, v in enumerate(losses)]
@@ -62,7 +62,11 @@ def test_study_rows_and_learning_ability_ratios(tmp_path):
     assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "out"), "--stage", "4",
                  "--command", "test"]) == 0
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "out/tables/plora_smoke.csv").open())}
-    assert set(rows) == {"base model (untrained)", "FT", "LoRA r=8", "PeriodicLoRA r=8 (plain unload)"}
+    assert {k for k, r in rows.items() if r["n_seeds"] != "0"} == {"base model (untrained)", "FT", "LoRA r=8",
+                                                                  "PeriodicLoRA r=8 (plain unload)"}
+    # the other rows of the plora_smoke grids have no run folder: shown (n_seeds 0, "not run"), not dropped
+    assert {k for k, r in rows.items() if r["n_seeds"] == "0"} == {
+        "LoRA r=1", "PeriodicLoRA r=1 (plain unload)", "PeriodicLoRA r=1 momentum 0.9", "PeriodicLoRA r=8 momentum 0.9"}
     plora = rows["PeriodicLoRA r=8 (plain unload)"]
     # Loss drop: first logged loss minus the mean over the last stage (steps > 12 - 4: the last two logs).
     drop_lora, drop_plora = 2.0 - (1.6 + 1.6) / 2, 2.0 - (1.2 + 1.0) / 2
@@ -117,3 +121,41 @@ def test_a_later_life_supersedes_what_earlier_lives_logged_from_its_first_step()
         (Path(d) / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in lines[:10]) + "\n")
         assert [(e["step"], e["loss"]) for e in _events(Path(d), "train")] == [(1, 11.0), (2, 12.0), (3, 3.0),
                                                                              (4, 4.0), (5, 5.0)]
+
+
+def test_gpu_scale_report_is_named_and_worded_for_its_scale(tmp_path):
+    """`make reproduce-plora SCALE=gpu`'s report: plora_gpu.md / .csv, plora_rank_gpu.png / .json; heading, caveat
+    and figure caption name the GPU scale (no smoke wording); the plora_gpu grids' rows without a finished run read
+    "not run" / "no finished run" and the failed folder is listed."""
+    runs = tmp_path / "runs" / "plora_gpu"
+    _base(runs, mmlu=0.30, bpb=0.80)
+    _run(runs, "lora", 8, None, 0.32, 0.75, [2.0, 1.8, 1.6], rank=8, scale="gpu")
+    _run(runs, "plora", 8, 0.9, 0.34, 0.70, [2.0, 1.7, 1.5], rank=20, stages=1, scale="gpu")
+    failed = runs / "smollm2" / "plora-r1-m0.9" / "mmlu_gsm8k" / "seed0"
+    failed.mkdir(parents=True)
+    (failed / "config.yaml").write_text(yaml.safe_dump({"method": {"name": "plora", "r": 1, "momentum": 0.9},
+                                                        "model": {"name": "smollm2"}, "seed": 0}))
+    (failed / "summary.json").write_text(json.dumps({"status": "failed", "method": "plora", "seed": 0, "scale": "gpu",
+                                                     "error": "RuntimeError: CUDA out of memory"}))
+    command = "make reproduce-plora SCALE=gpu SEEDS=1"
+    assert main(["report", "--experiment", "plora_gpu", "--runs", str(runs), "--out", str(tmp_path / "out"),
+                 "--scale", "gpu", "--command", command]) == 0
+    assert sorted(p.name for p in (tmp_path / "out/tables").iterdir()) == ["plora_gpu.csv", "plora_gpu.md"]
+    assert sorted(p.name for p in (tmp_path / "out/figures").iterdir()) == ["plora_rank_gpu.json",
+                                                                          "plora_rank_gpu.png"]
+    md = (tmp_path / "out/tables/plora_gpu.md").read_text()
+    assert md.startswith("# PeriodicLoRA study at GPU scale: FT vs LoRA vs PLoRA (plain, momentum) on "
+                         "SmolLM2-135M-Instruct\n\n**GPU scale, not a reproduction of the paper**")
+    assert "smoke" not in md.lower() and f"Command: `{command}`" in md
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert lines["FT"].count("| not run ") == 9 and lines["LoRA r=1"].count("| not run ") == 9
+    assert lines["PeriodicLoRA r=1 momentum 0.9"].count("| no finished run ") == 9
+    assert "- smollm2/plora-r1-m0.9/mmlu_gsm8k/seed0: failed" in md
+    assert "CUDA out of memory" in md.split("## Run folders with problems")[1]
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "out/tables/plora_gpu.csv").open())}
+    assert set(rows) == {"base model (untrained)", "FT", "LoRA r=1", "LoRA r=8", "PeriodicLoRA r=1 (plain unload)",
+                         "PeriodicLoRA r=1 momentum 0.9", "PeriodicLoRA r=8 (plain unload)",
+                         "PeriodicLoRA r=8 momentum 0.9"}
+    assert rows["PeriodicLoRA r=8 momentum 0.9"]["n_seeds"] == "1" and rows["FT"]["n_seeds"] == "0"
+    fig = json.loads((tmp_path / "out/figures/plora_rank_gpu.json").read_text())
+    assert fig["caption"].startswith("PeriodicLoRA GPU-scale study, SmolLM2-135M on MMLU+GSM8K carve-outs")

@@ -288,3 +288,39 @@ def test_paper_scale_rows(tmp_path: Path) -> None:
 def test_missing_runs_dir(tmp_path: Path) -> None:
     assert table1_commonsense.main(["--runs", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_gpu_scale_table_is_named_and_captioned_for_its_scale(tmp_path: Path) -> None:
+    """`make reproduce-table1 SCALE=gpu`'s driver call: table1_commonsense_gpu.md / .csv beside the smoke table, a
+    GPU-scale title and caveat (never a reproduction, no smoke wording), the gpu grids' rows; mean ± std over seeds,
+    a failed cell and the cells without a run marked, not dropped."""
+    root = tmp_path / "runs" / "table1_commonsense_gpu"
+    for seed in (0, 1):
+        write_composite_run(root, method="lora", rank=8, seed=seed, scale="gpu")
+    write_composite_run(root, method="lora_dash", rank=8, seed=0, scale="gpu", status="failed")
+    out = tmp_path / "tables"
+    command = "make reproduce-table1 SCALE=gpu SEEDS=2"
+    assert table1_commonsense.main(["--experiment", "table1_commonsense_gpu", "--runs", str(root), "--scale", "gpu",
+                                    "--out", str(out), "--command", command]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["table1_commonsense_gpu.csv", "table1_commonsense_gpu.md"]
+    md = (out / "table1_commonsense_gpu.md").read_text()
+    head = md.split("| source")[0]
+    assert head.startswith("# Table 1 (commonsense): FT vs LoRA vs LoRA-Dash, ours (GPU scale, SmolLM2-135M) beside "
+                           "the paper (LLaMA-7B)\n")
+    assert "**GPU-scale numbers are not a reproduction of the paper**" in head and "smoke" not in head.lower()
+    assert "scale: gpu" in head and f"`{command}`" in head
+    rows = list(csv.DictReader(io.StringIO((out / "table1_commonsense_gpu.csv").read_text())))
+    lora8 = _row(rows, "ours", "lora", 8)
+    assert lora8["label"] == "ours (gpu, SmolLM2)" and lora8["boolq_n"] == "2"
+    values = [100 * _accuracy("lora", 8, "boolq", seed) for seed in (0, 1)]
+    assert float(lora8["boolq_mean"]) == pytest.approx(statistics.mean(values))
+    assert float(lora8["boolq_std"]) == pytest.approx(statistics.stdev(values))
+    assert f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n=2)" in md
+    assert _row(rows, "ours", "lora_dash", 8)["boolq_problems"] == "failed: seed 0"
+    # every cell of the gpu grids (and the base model) is a row, "not run" without a run folder
+    ours = {(r["method"], r["rank"]) for r in rows if r["source"] == "ours"}
+    assert ours == {("base", ""), ("full", "")} | {(m, str(r)) for m in ("lora", "lora_dash") for r in (4, 8, 16)}
+    assert _row(rows, "ours", "full", None)["obqa_n"] == "0"
+    assert "| ours (gpu, SmolLM2) | FT |  | — | not run |" in md
+    assert {(r["method"], r["rank"]) for r in rows if r["source"] == "paper"} == {("full", "")} | {
+        (m, str(r)) for m in ("lora", "lora_dash") for r in (4, 8, 16)}
