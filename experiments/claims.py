@@ -34,6 +34,8 @@ class Comparison:
     read: Callable[[dict[str, Any]], float | None]  # eval_results.json -> value
     higher_is_better: bool
     seed_suffix: str = ""
+    theirs_suffix: str | None = None  # the other side's seed-folder suffix (default: ``seed_suffix``)
+    tasks: tuple[str, ...] = ()       # ``{task}`` in ours/theirs: the value per seed is the mean over these tasks
 
 
 def mean_accuracy(res: dict[str, Any]) -> float | None:
@@ -49,10 +51,35 @@ def metric_of(task: str, name: str, scale: float = 1.0) -> Callable[[dict[str, A
     return read
 
 
+def accuracy_pct(res: dict[str, Any]) -> float | None:
+    """The primary accuracy of a one-task evaluation (a GLUE task), in %."""
+    value = (res.get("primary") or {}).get("value")
+    return None if value is None else 100 * float(value)
+
+
+T1G = "LoRA-Dash Table 1 at GPU scale: commonsense (8 tasks), SmolLM2-135M, 1 epoch (1,134 steps), H200"
+T2G = "LoRA-Dash Table 2 at GPU scale: GLUE SST-2/RTE/MRPC, MiniLM, 270–480 steps, H200"
+ABG = "LoRA-Dash ablation at GPU scale: SST-2, MiniLM, r = 8, s = 8, t = 30 of 480 steps, H200"
+PLG = "PeriodicLoRA study at GPU scale: MMLU+GSM8K, SmolLM2-135M, 1 epoch (624 steps, 3 unloads), H200"
 T1 = "LoRA-Dash Table 1, commonsense (8 tasks), SmolLM2-135M, smoke scale (16 steps), 2-core CPU"
 PL = "PeriodicLoRA study, MMLU+GSM8K, SmolLM2-135M, smoke scale (64 steps), H200"
 RL = "REINFORCE study, ARC-Easy, full SmolLM2-135M, GPU scale (15 iterations × 128 prompts), H200"
 COMPARISONS = [
+    *(Comparison("LoRA-Dash beats LoRA at equal rank (most at small r)", T1G, "results/runs/table1_commonsense_gpu",
+                 f"smollm2/dash-r{r}-s8/commonsense", f"smollm2/lora-r{r}/commonsense", f"Avg accuracy % (r = {r})",
+                 mean_accuracy, True) for r in (4, 8, 16)),
+    *(Comparison("LoRA-Dash beats LoRA at equal rank (most at small r)", T2G, "results/runs/table2_glue_gpu",
+                 f"minilm/dash-r{r}-s8/{{task}}", f"minilm/lora-r{r}/{{task}}", f"{name} accuracy % (r = {r})",
+                 accuracy_pct, True, tasks=tasks)
+      for r in (2, 8) for name, tasks in (("mean of SST-2, RTE, MRPC", ("sst2", "rte", "mrpc")), ("SST-2", ("sst2",)))),
+    *(Comparison("Selecting directions by change rate beats random / top-σ / bottom-σ", ABG,
+                 "results/runs/dash_ablation_gpu", "minilm/dash-r8-s8/sst2", "minilm/dash-r8-s8/sst2",
+                 f"SST-2 accuracy % (rate vs {other})", accuracy_pct, True, "-t30-rate", f"-t30-{other}")
+      for other in ("random", "top_sigma", "bottom_sigma")),
+    *(Comparison("PeriodicLoRA learns more than LoRA at equal rank", PLG, "results/runs/plora_gpu",
+                 f"smollm2/plora-r{r}-m{m}/mmlu_gsm8k", f"smollm2/lora-r{r}/mmlu_gsm8k",
+                 f"GSM8K gold bits/byte (r = {r}, {'plain' if m == '0.0' else 'momentum m = ' + m})",
+                 metric_of("gsm8k", "bits_per_byte"), False) for r in (1, 8) for m in ("0.0", "0.9")),
     *(Comparison("LoRA-Dash beats LoRA at equal rank (most at small r)", T1, "results/runs/table1_commonsense",
                  f"smollm2/dash-r{r}-s8/commonsense", f"smollm2/lora-r{r}/commonsense", f"Avg accuracy % (r = {r})",
                  mean_accuracy, True) for r in (4, 8, 16)),
@@ -80,14 +107,30 @@ def values(root: Path, cell: str, read: Callable[[dict[str, Any]], float | None]
     return out
 
 
+def task_mean(root: Path, cell: str, read: Callable[[dict[str, Any]], float | None], suffix: str,
+              tasks: Sequence[str]) -> dict[int, float]:
+    """Per seed, the mean of ``read`` over the cells ``cell.format(task=t)``; only seeds that have every task."""
+    if not tasks:
+        return values(root, cell, read, suffix)
+    per_task = [values(root, cell.format(task=t), read, suffix) for t in tasks]
+    seeds = set.intersection(*(set(v) for v in per_task))
+    return {k: math.fsum(v[k] for v in per_task) / len(per_task) for k in sorted(seeds)}
+
+
+def label(c: Comparison, cell: str, suffix: str) -> str:
+    """How a side is shown: its method folder, and the seed suffix when the two sides differ only there."""
+    return f"`{cell.split('/')[-2]}{suffix if c.theirs_suffix is not None else ''}`"
+
+
 def build(repo: Path, comparisons: Sequence[Comparison] = COMPARISONS) -> list[list[str]]:
     rows = []
     for c in comparisons:
-        ours = values(repo / c.runs, c.ours, c.read, c.seed_suffix)
-        theirs = values(repo / c.runs, c.theirs, c.read, c.seed_suffix)
+        theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
+        ours = task_mean(repo / c.runs, c.ours, c.read, c.seed_suffix, c.tasks)
+        theirs = task_mean(repo / c.runs, c.theirs, c.read, theirs_suffix, c.tasks)
         p = paired(ours, theirs)
         per_seed = ", ".join(f"{d:+.3f}" for d in p.diffs) or "no paired seeds"
-        rows.append([c.claim, c.metric, f"`{c.ours.split('/')[-2]}` − `{c.theirs.split('/')[-2]}`",
+        rows.append([c.claim, c.metric, f"{label(c, c.ours, c.seed_suffix)} − {label(c, c.theirs, theirs_suffix)}",
                      str(p.n), per_seed, p.text(3), p.verdict(c.higher_is_better), c.study])
     return rows
 
@@ -103,11 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           "(`experiments/report/paired.py`); verdict for the paper's direction: *supported* when the interval lies "
           "on that side of 0, *contradicted* when on the other, else *inconclusive*. **No study here is at the "
           "papers' scale** (each names its own): a verdict is about our runs, not about the paper at its scale. "
-          "Not in this table: LoRA-Dash's selection by change rate vs random / top-σ / bottom-σ (one seed only, "
-          "`results/figures/dash_ablation.json`: every select gave 80.47% on SST-2 at smoke scale — no interval, "
-          "inconclusive).", "", *markdown_table(header, build(repo)), "",
+          "GPU-scale rows come first; a row with 1 seed has no interval and is inconclusive by construction (the "
+          "lease's deadline stopped Table 1's LoRA-Dash seeds 1–2 and the PLoRA study's seeds 1–2: "
+          "`results/gpu/README.md`). The smoke-scale rows are kept below them for comparison.", "",
+          *markdown_table(header, build(repo)), "",
           "Command: `python -m experiments.claims`; the run folders' commits and hardware are in each study's table "
-          "(`results/tables/table1_commonsense.md`, `plora_smoke.md`, `t2_rl_arc_easy_gpu.md`).", ""]
+          "(`results/tables/table1_commonsense_gpu.md`, `table2_glue_gpu.md`, `plora_gpu.md`, "
+          "`results/figures/dash_ablation_gpu.json`, `results/tables/table1_commonsense.md`, `plora_smoke.md`, "
+          "`t2_rl_arc_easy_gpu.md`).", ""]
     atomic_write_text(Path(args.out) / "tables" / "claims.md", "\n".join(md))
     print("\n".join(md))
     return 0

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.skipif(not (REPO / "results" / "runs" / "plora").exists(), reason="no committed PLoRA runs")
 def test_plora_row_is_the_seedwise_gsm8k_difference() -> None:
-    (c,) = [c for c in COMPARISONS if c.ours.endswith("plora-r8-m0.0/mmlu_gsm8k")]
+    (c,) = [c for c in COMPARISONS if c.ours.endswith("plora-r8-m0.0/mmlu_gsm8k") and c.runs == "results/runs/plora"]
 
     def bpb(cell: str, k: int) -> float:
         path = REPO / c.runs / cell / f"seed{k}" / "eval_results.json"
@@ -28,3 +28,26 @@ def test_plora_row_is_the_seedwise_gsm8k_difference() -> None:
     # lower bits per byte is the paper's direction: the claim is supported when the whole interval is below 0
     expected = "supported" if mean + half < 0 else "contradicted" if mean - half > 0 else "inconclusive"
     assert row[5] == f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]" and row[6] == expected
+
+
+@pytest.mark.skipif(not (REPO / "results" / "runs" / "table2_glue_gpu").exists(), reason="no committed GPU GLUE runs")
+def test_glue_mean_row_averages_the_three_tasks_per_seed_and_ablation_rows_pair_suffixes() -> None:
+    (glue,) = [c for c in COMPARISONS if c.runs.endswith("table2_glue_gpu") and c.ours.startswith("minilm/dash-r2")
+               and len(c.tasks) == 3]
+
+    def acc(root: str, cell: str, suffix: str, k: int) -> float:
+        res = json.loads((REPO / root / cell / f"seed{k}{suffix}" / "eval_results.json").read_text())
+        (task,) = [t for t in res if t != "primary"]
+        return 100 * res[task]["accuracy"]
+
+    diffs = [sum(acc(glue.runs, f"minilm/dash-r2-s8/{t}", "", k) - acc(glue.runs, f"minilm/lora-r2/{t}", "", k)
+                 for t in ("sst2", "rte", "mrpc")) / 3 for k in range(3)]
+    (row,) = build(REPO, [glue])
+    assert row[3] == "3" and row[4] == ", ".join(f"{d:+.3f}" for d in diffs)
+
+    (abl,) = [c for c in COMPARISONS if c.runs.endswith("dash_ablation_gpu") and c.theirs_suffix == "-t30-random"]
+    cell = "minilm/dash-r8-s8/sst2"
+    diffs = [acc(abl.runs, cell, "-t30-rate", k) - acc(abl.runs, cell, "-t30-random", k) for k in range(3)]
+    (row,) = build(REPO, [abl])
+    assert row[2] == "`dash-r8-s8-t30-rate` − `dash-r8-s8-t30-random`"
+    assert row[4] == ", ".join(f"{d:+.3f}" for d in diffs)
