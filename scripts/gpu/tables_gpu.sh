@@ -28,6 +28,8 @@
 #        tables_runs.tgz (the run folders' small files: never checkpoints or adapters), logs.tgz (one log per run),
 #        gpu_util.csv (nvidia-smi every 5 s), runner.log, bench.tgz. Call it again while the runner lives.
 # Environment (defaults): BUDGET=1200 (start)  K=6 (concurrent runs per GPU)  WAIT=560  SEEDS="0 1 2"  OUT
+#   ONLY (an extended regex on the run names, anchored: only those runs are queued; e.g. to finish the 5a62216 tables
+#   on a fresh machine, from the same archive: ONLY='table1_commonsense_gpu_lora_dash_.*_seed1|(table1_commonsense|plora)_gpu_.*_seed2|plora_gpu_.*_seed1')
 #   DRY=1 (start: write and print the queue, run nothing)
 set -uo pipefail
 MODE=${1:?usage: $0 start <commit> | wait <commit> | runner | cell <line>}
@@ -109,7 +111,8 @@ start() {
   env_exports
   cd "$SRC" || return 1
   [[ -e runs ]] || ln -s "$RUNS" runs
-  write_queue "${SEEDS:-0 1 2}" > "$W/queue.tsv" || { echo "ERROR: could not write the queue"; return 1; }
+  write_queue "${SEEDS:-0 1 2}" | grep -E "^(${ONLY:-.*})"$'\t' > "$W/queue.tsv" \
+    || { echo "ERROR: could not write the queue (or ONLY matched no run)"; return 1; }
   echo "start $(date -u +%FT%TZ)  commit $sha  budget ${BUDGET:-1200}s  K=$K per GPU  $(wc -l < "$W/queue.tsv") runs"
   cut -f1 "$W/queue.tsv" | nl | head -200
   nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv
