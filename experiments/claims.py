@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.report.paired import paired
+from experiments.report.paired import Paired, paired
 from experiments.report.render import atomic_write_text, markdown_table
 
 
@@ -122,17 +122,77 @@ def label(c: Comparison, cell: str, suffix: str) -> str:
     return f"`{cell.split('/')[-2]}{suffix if c.theirs_suffix is not None else ''}`"
 
 
+def pair(repo: Path, c: Comparison) -> Paired:
+    """The comparison's paired differences ours − theirs over the seeds both sides have."""
+    theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
+    ours = task_mean(repo / c.runs, c.ours, c.read, c.seed_suffix, c.tasks)
+    theirs = task_mean(repo / c.runs, c.theirs, c.read, theirs_suffix, c.tasks)
+    return paired(ours, theirs)
+
+
 def build(repo: Path, comparisons: Sequence[Comparison] = COMPARISONS) -> list[list[str]]:
     rows = []
     for c in comparisons:
         theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
-        ours = task_mean(repo / c.runs, c.ours, c.read, c.seed_suffix, c.tasks)
-        theirs = task_mean(repo / c.runs, c.theirs, c.read, theirs_suffix, c.tasks)
-        p = paired(ours, theirs)
+        p = pair(repo, c)
         per_seed = ", ".join(f"{d:+.3f}" for d in p.diffs) or "no paired seeds"
         rows.append([c.claim, c.metric, f"{label(c, c.ours, c.seed_suffix)} − {label(c, c.theirs, theirs_suffix)}",
                      str(p.n), per_seed, p.text(3), p.verdict(c.higher_is_better), c.study])
     return rows
+
+
+def plot(repo: Path, path: Path, comparisons: Sequence[Comparison] = COMPARISONS) -> Path:
+    """Forest plot of every comparison with at least one paired seed: the mean difference turned so that right is
+    the paper's direction (lower-is-better metrics negated), its 95% interval, and each seed's difference as a dot;
+    one panel per unit (accuracy points, bits per byte), GPU-scale studies above the smoke-scale ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[str, list[tuple[str, Paired, float]]] = {"accuracy points": [], "bits per byte": []}
+    for c in comparisons:
+        p = pair(repo, c)
+        if not p.n:
+            continue
+        unit = "bits per byte" if "bits/byte" in c.metric else "accuracy points"
+        scale_name = "GPU" if "GPU scale" in c.study else "smoke"
+        theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
+        sides = f"{label(c, c.ours, c.seed_suffix)} − {label(c, c.theirs, theirs_suffix)}".replace("`", "")
+        study = c.study.split(":")[0].split(",")[0].replace(" at GPU scale", "")
+        panels[unit].append((f"[{scale_name}] {study}, {c.metric}: {sides}", p, 1.0 if c.higher_is_better else -1.0))
+    panels = {k: v for k, v in panels.items() if v}
+    if not panels:
+        raise ValueError("no comparison has a paired seed: nothing to plot (are the run folders under results/runs?)")
+    heights = [len(v) for v in panels.values()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(14, 0.42 * sum(heights) + 1.6 * len(panels)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (unit, rows) in zip(axes[:, 0], panels.items(), strict=True):
+        for i, (_name, p, sign) in enumerate(rows):
+            y = len(rows) - 1 - i
+            ax.scatter([sign * d for d in p.diffs], [y] * p.n, s=12, color="0.6", zorder=2)
+            if p.low is not None and p.high is not None and p.mean is not None:
+                lo, hi = sorted((sign * p.low, sign * p.high))
+                color = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:blue"
+                ax.plot([lo, hi], [y, y], color=color, lw=2, zorder=1)
+                ax.scatter([sign * p.mean], [y], color=color, s=36, zorder=3)
+            ax.text(1.01, y, f"n={p.n}", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize=7)
+        ax.set_xlabel(f"paired difference, {unit} (right = the paper's claimed direction)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("The papers' claims against our runs: mean paired difference over seeds, 95% Student-t "
+                         "interval\n(green: supported, red: contradicted, blue: inconclusive; grey dots: the seeds; "
+                         "n = 1: no interval)", fontsize=9, x=0.01, ha="left")
+    fig.text(0.01, 0.005, "None of these studies is at a paper's scale. `python -m experiments.claims`; "
+             "results/tables/claims.md lists every row with its study.", fontsize=7)
+    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,11 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           "lease's deadline stopped Table 1's LoRA-Dash seeds 1–2 and the PLoRA study's seeds 1–2: "
           "`results/gpu/README.md`). The smoke-scale rows are kept below them for comparison.", "",
           *markdown_table(header, build(repo)), "",
+          "Figure: `results/figures/claims.png` (the same rows as a forest plot).", "",
           "Command: `python -m experiments.claims`; the run folders' commits and hardware are in each study's table "
           "(`results/tables/table1_commonsense_gpu.md`, `table2_glue_gpu.md`, `plora_gpu.md`, "
           "`results/figures/dash_ablation_gpu.json`, `results/tables/table1_commonsense.md`, `plora_smoke.md`, "
           "`t2_rl_arc_easy_gpu.md`).", ""]
     atomic_write_text(Path(args.out) / "tables" / "claims.md", "\n".join(md))
+    plot(repo, Path(args.out) / "figures" / "claims.png")
     print("\n".join(md))
     return 0
 

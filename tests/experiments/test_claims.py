@@ -51,3 +51,18 @@ def test_glue_mean_row_averages_the_three_tasks_per_seed_and_ablation_rows_pair_
     (row,) = build(REPO, [abl])
     assert row[2] == "`dash-r8-s8-t30-rate` − `dash-r8-s8-t30-random`"
     assert row[4] == ", ".join(f"{d:+.3f}" for d in diffs)
+
+
+def test_plot_writes_a_png_and_skips_comparisons_without_runs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from experiments.claims import plot
+
+    empty = replace(COMPARISONS[0], runs="no/such/runs")
+    with pytest.raises(ValueError):  # nothing to plot at all is an error, not an empty figure
+        plot(REPO, tmp_path / "none.png", [empty])
+    present = [c for c in COMPARISONS if (REPO / c.runs).exists()][:2]
+    if not present:
+        pytest.skip("no committed runs")
+    out = plot(REPO, tmp_path / "claims.png", [empty, *present])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "claims.tmp.png").exists()
