@@ -120,7 +120,9 @@ reproduce-plora: ## PeriodicLoRA study: FT vs LoRA vs PLoRA (plain, momentum 0.9
 # seed on the experts' train/validation items). Rows that train nothing: python -m spectune.training.score_task (base,
 # LoRA on an unseen task) and python -m spectune.adapt (one call per strategy, task and seed; a seed whose result
 # exists is skipped; cls_expert reads the classification expert of its model and seed).
-T2_SUFFIX = $(if $(filter paper,$(SCALE)),_paper,)
+# Run folders per SCALE as the LoRA-Dash tables': runs/t2_table{1,2} at smoke scale, runs/t2_table{1,2}_<scale> at any
+# other (the experiments' experiment_name); the drivers name their outputs t2_table{1,2}_<scale> at every scale.
+T2_SUFFIX = $(SCALE_SUFFIX)
 T2_RUNS1 = runs/t2_table1$(T2_SUFFIX)
 T2_RUNS2 = runs/t2_table2$(T2_SUFFIX)
 T2_MODELS = $(if $(filter paper,$(SCALE)),llama3_8b_instruct mistral_7b_instruct,smollm2)
@@ -140,6 +142,10 @@ T2_STRATEGIES = prompt cls_expert few_shot
 # classify.max_new_tokens=16 to T2_ADAPT_smoke for a faster, less official first pass).
 T2_ADAPT_smoke = task.n_train=4 task.n_valid=0 task.n_test=8 eval.max_new_tokens=16 eval.batch_size=8 \
   few_shot.shots=2 few_shot.population=4 few_shot.iterations=2
+# GPU scale: conf/experiment/t2_table2_gpu.yaml's test sizes and 64-token budget (first pass too), the official 10
+# shots, CEM cut to population 10 x 3 iterations (that config's header says why).
+T2_ADAPT_gpu = task.n_train=null task.n_valid=0 task.n_test=150 eval.max_new_tokens=64 eval.batch_size=64 \
+  classify.max_new_tokens=64 few_shot.shots=10 few_shot.population=10 few_shot.iterations=3
 T2_ADAPT_paper = task.source=hub eval.max_new_tokens=null eval.batch_size=64 few_shot.shots=10
 T2_BUDGET_paper_math = eval.max_new_tokens=1024
 
@@ -171,13 +177,13 @@ t2-table2-runs: t2-table1-runs ## Transformer² Table 2 rows: the classification
 
 reproduce-t2-table1: t2-table1-runs ## Transformer² Table 1: base vs LoRA vs SVF on GSM8K / MBPP / ARC-Easy (SCALE, SEEDS)
 	$(BIN)/python -m experiments.t2_table1 --experiment t2_table1_$(SCALE) --runs $(T2_RUNS1) --started $(MAKE_START) \
-	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-t2-table1 SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	  --out $(TABLES_OUT) --command "make reproduce-t2-table1 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=$(T2_RUNS1)
 	$(MAKE) archive-t2-runs RUNS=$(T2_RUNS1)
 
 reproduce-t2-table2: t2-table2-runs ## Transformer² Table 2: base vs LoRA vs prompt / cls_expert / few_shot on MATH / HumanEval / ARC-C
 	$(BIN)/python -m experiments.t2_table2 --experiment t2_table2_$(SCALE) --runs $(T2_RUNS2) --started $(MAKE_START) \
-	  --out results/tables$(if $(filter paper,$(SCALE)),/paper,) --command "make reproduce-t2-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
+	  --out $(TABLES_OUT) --command "make reproduce-t2-table2 SCALE=$(SCALE) SEEDS=$(SEEDS)"
 	$(MAKE) archive-runs RUNS=$(T2_RUNS2)
 	$(MAKE) archive-t2-runs RUNS=$(T2_RUNS2)
 

@@ -21,7 +21,7 @@ TABLE_EXPERIMENTS = ("glue_ft_vs_lora", "table1_commonsense_smoke", "table1_comm
                      "table2_glue_paper", "plora_smoke", "plora_paper", "dash_ablation_smoke", "tsd_tracking_smoke",
                      "t2_table1_smoke", "t2_table1_paper", "t2_table2_smoke", "t2_table2_paper",
                      "t2_svf_analysis_smoke", "table1_commonsense_gpu", "table2_glue_gpu", "plora_gpu",
-                     "dash_ablation_gpu")
+                     "dash_ablation_gpu", "t2_table1_gpu", "t2_table2_gpu")
 T2_SEEN = ("t2_gsm8k", "t2_mbpp", "t2_arc_easy")
 GLUE3 = ("sst2", "rte", "mrpc")
 GLUE8 = ("mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb")
@@ -102,7 +102,8 @@ def _expected() -> dict[str, Counter]:
         cell("minilm", "sst2", "lora", r, ref=ref) for r in (8, 16, 32)]
     # Transformer²'s Table 1: LoRA r16 alpha 32 and SVF experts on the three expert tasks; Table 2 trains only the
     # classification expert (SVF, task t2_cls) per model.
-    for scale, models in (("smoke", ("smollm2",)), ("paper", ("llama3_8b_instruct", "mistral_7b_instruct"))):
+    for scale, models in (("smoke", ("smollm2",)), ("gpu", ("smollm2",)),
+                          ("paper", ("llama3_8b_instruct", "mistral_7b_instruct"))):
         out[f"t2_table1_{scale}"] = [cell(m, t, "lora", 16, alpha=32) for m in models for t in T2_SEEN]
         out[f"t2_table1_{scale}"] += [cell(m, t, "svf") for m in models for t in T2_SEEN]
         out[f"t2_table2_{scale}"] = [cell(m, "t2_cls", "svf") for m in models]
@@ -110,10 +111,11 @@ def _expected() -> dict[str, Counter]:
     return {k: Counter(v) for k, v in out.items()}
 
 
-@pytest.mark.parametrize("scale", ("smoke", "paper"))
+@pytest.mark.parametrize("scale", ("smoke", "gpu", "paper"))
 def test_t2_table1_cells_train_by_reinforce_at_the_papers_settings(scale: str) -> None:
     """Both rows of Transformer²'s Table 1 train by REINFORCE with the paper's clip and KL; SVF at lr 2e-3 in the
-    official form on the MLP; LoRA on q, v with dropout 0.05; paper scale: 256 prompts per iteration, 512 tokens."""
+    official form on the MLP; LoRA on q, v with dropout 0.05; paper scale: 256 prompts per iteration, 512 tokens;
+    GPU scale: the measured H200 setting (t2_rl_arc_easy_gpu: 128 prompts, 64 tokens, reward_norm, fp32)."""
     cfgs = grids.cell_configs(f"t2_table1_{scale}")
     for cfg in cfgs:
         assert cfg.train.objective == "reinforce" and cfg.train.max_grad_norm == 1e-3 and cfg.train.rl.kl_coef == 0
@@ -123,6 +125,27 @@ def test_t2_table1_cells_train_by_reinforce_at_the_papers_settings(scale: str) -
             assert (cfg.method.targets, cfg.method.dropout) == ("qv", 0.05)
         if scale == "paper":
             assert (cfg.train.rl.batch_prompts, cfg.eval.max_new_tokens, cfg.task.source) == (256, 512, "hub")
+        if scale == "gpu":
+            assert (cfg.scale_name, cfg.model.name, cfg.task.source) == ("gpu", "smollm2", "embedded")
+            assert (cfg.train.rl.batch_prompts, cfg.eval.max_new_tokens, cfg.train.rl.reward_norm) == (128, 64, True)
+            assert (cfg.train.rl.iterations, cfg.train.rl.eval_every, cfg.train.precision) == (10, 5, "fp32")
+            assert (cfg.task.n_train, cfg.task.n_valid, cfg.task.n_test) == (None, 100, 200)
+
+
+def test_t2_gpu_classification_expert_trains_on_its_experts_carve_out() -> None:
+    """Table 2's classification expert at GPU scale: Table 1's task sizes (its carve-out leaves the experts' test
+    items out only with the same task.n_* and seed) and REINFORCE budget; Table 2's rows share one test size."""
+    expert = grids.experiment_config("t2_table1_gpu")  # the SVF grid sets only the method and lr 2e-3
+    (cls,) = grids.cell_configs("t2_table2_gpu")
+    assert cls.task.name == "t2_cls" and cls.method.name == "svf" and cls.scale_name == "gpu"
+    for key in ("n_train", "n_valid", "n_test"):
+        assert cls.task[key] == expert.task[key], key
+    assert cls.train.rl == expert.train.rl and cls.train.lr == 2e-3
+    for key in ("objective", "max_grad_norm", "batch_size", "eval_batch_size", "precision"):
+        assert cls.train[key] == expert.train[key], key
+    table2 = grids.experiment_config("t2_table2_gpu")
+    assert (table2.task.n_train, table2.task.n_valid, table2.task.n_test) == (None, 0, 150)
+    assert table2.eval.max_new_tokens == expert.eval.max_new_tokens == 64
 
 
 def test_every_experiment_with_grids_is_pinned_here() -> None:

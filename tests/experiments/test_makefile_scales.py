@@ -82,3 +82,49 @@ def test_figures_runs_the_smoke_ablations_whatever_the_scale() -> None:
     text = make_n("figures", "SCALE=gpu")
     assert driver_args(text, "experiments.dash_ablations")["--runs"] == "runs/dash_ablation"
     assert "experiment=dash_ablation_smoke +sweep=" in text and "dash_ablation_gpu" not in text
+
+
+# Transformer²'s tables: target → (driver module, stem). Run folders runs/<stem>[_<scale>] as the tables above; the
+# drivers name their outputs <stem>_<scale> at every scale (t2_table1_smoke, t2_table1_gpu).
+T2_TARGETS = {"reproduce-t2-table1": ("experiments.t2_table1", "t2_table1"),
+              "reproduce-t2-table2": ("experiments.t2_table2", "t2_table2")}
+
+
+def _words(text: str, marker: str) -> list[list[str]]:
+    """The words after ``marker`` on every line of ``text`` that has it (up to a ``||``)."""
+    return [line.split(marker, 1)[1].split("||")[0].split() for line in text.splitlines() if marker in line]
+
+
+def test_t2_scale_picks_run_folders_experiments_and_adapt_sizes() -> None:
+    """SCALE=smoke|gpu|paper for make reproduce-t2-table1 / -table2: the grids' experiment, the run folders of both
+    tables (sweep, score_task, adapt, driver, archives), the driver's output folder and caption command; spectune.adapt
+    scores the experiment's test items (T2_ADAPT_<scale> sizes equal the config's) with Table 1's experts."""
+    for scale in ("smoke", "gpu", "paper"):
+        text = make_n("reproduce-t2-table2", f"SCALE={scale}", "SEEDS=2")  # runs Table 1's runs first
+        suffix = "" if scale == "smoke" else f"_{scale}"
+        runs1, runs2 = f"runs/t2_table1{suffix}", f"runs/t2_table2{suffix}"
+        for stem, runs in (("t2_table1", runs1), ("t2_table2", runs2)):
+            experiment = f"{stem}_{scale}"
+            conf = yaml.safe_load((REPO_ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text())
+            assert f"runs/{conf['experiment_name']}" == runs, (scale, stem)
+            assert f"experiment={experiment} +sweep=" in text and "seed=0,1 " in text
+            assert f"score_task --experiment {experiment} --runs {runs} " in text
+        assert f"--run {runs1}/$model/lora-r16/t2_$dom/seed$seed " in text
+        (adapt,) = _words(text, "-m spectune.adapt ")
+        assert f"out_dir={runs2}/adapt" in adapt and f"{runs1}/$model/svf-official-mlp/t2_$t/seed$seed" in text
+        assert f"cls_expert={runs2}/$model/svf-official-mlp/t2_cls/seed$seed" in text
+        sizes = dict(w.split("=", 1) for w in adapt if w.startswith(("task.n_", "eval.max_new_tokens=")))
+        conf = yaml.safe_load((REPO_ROOT / "conf" / "experiment" / f"t2_table2_{scale}.yaml").read_text())
+        if scale != "paper":  # paper: the hub's official splits, no sizes
+            want = {f"task.{k}": "null" if v is None else str(v) for k, v in conf["task"].items()}
+            want["eval.max_new_tokens"] = str(conf["eval"]["max_new_tokens"])
+            assert sizes == want, (scale, sizes, want)
+        for target, (module, stem) in T2_TARGETS.items():
+            t_text = text if target == "reproduce-t2-table2" else make_n(target, f"SCALE={scale}", "SEEDS=2")
+            runs = runs1 if stem == "t2_table1" else runs2
+            args = driver_args(t_text, module)
+            assert (args["--runs"], args["--experiment"]) == (runs, f"{stem}_{scale}"), (target, scale)
+            assert args["--out"] == ("results/tables/paper" if scale == "paper" else "results/tables")
+            assert args["--command"] == f"make {target} SCALE={scale} SEEDS=2"
+            assert f"make archive-runs RUNS={runs}\n" in t_text and f"make archive-t2-runs RUNS={runs}\n" in t_text
+    assert "runs/t2_table1_gpu" not in make_n("reproduce-t2-table1", "SCALE=smoke", "SEEDS=1")

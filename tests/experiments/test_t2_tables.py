@@ -25,7 +25,7 @@ TOTAL = 134_515_008
 
 def write_run(root: Path, *, method: str, task: str, seed: int = 0, em: float = 0.0, bpb: float = 0.7,
               commit: str = COMMIT, dirty: bool = False, source: str | None = None, test_ids: list[int] | None = None,
-              status: str = "finished") -> Path:
+              status: str = "finished", scale: str = "smoke") -> Path:
     """A t2 run folder as spectune.train (method lora / svf, objective reinforce) or spectune.training.score_task
     (method base; or ``source``: a trained run scored on another task) write it."""
     label = {"base": "base", "lora": "lora-r16", "svf": "svf-official-mlp"}[method]
@@ -47,7 +47,7 @@ def write_run(root: Path, *, method: str, task: str, seed: int = 0, em: float = 
                         "rl": {"iterations": 2, "batch_prompts": 4, "eval_every": 2, "kl_coef": 0.0,
                                "sampling": "greedy"}},
               "eval": {"protocols": ["generation"], "max_new_tokens": 16},
-              "scale_name": "smoke", "seed": seed}
+              "scale_name": scale, "seed": seed}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "environment.json").write_text(json.dumps({
         "git": {"commit": commit, "dirty": dirty}, "device": {"type": "cpu", "name": "x86_64", "count": 2},
@@ -62,7 +62,7 @@ def write_run(root: Path, *, method: str, task: str, seed: int = 0, em: float = 
                "primary": {"metric": "exact_match", "value": em, "tasks": [task]}}
     (folder / "eval_results.json").write_text(json.dumps(metrics))
     summary: dict[str, Any] = {"status": status, "model": "smollm2", "method": method, "method_label": label,
-                               "task": task, "scale": "smoke", "seed": seed, "rank": 16 if method == "lora" else None,
+                               "task": task, "scale": scale, "seed": seed, "rank": 16 if method == "lora" else None,
                                "commit": commit, "runtime_s": 40.0 if trained else 20.0, "metrics": metrics}
     if trained:
         summary.update(train_steps=2, objective="reinforce", trainable_params=51_840 if method == "svf" else 460_800,
@@ -183,6 +183,31 @@ def test_table2_rows_strategies_timing_and_not_run(tmp_path: Path) -> None:
     assert "α = [0.512, 0.2, 0.3] over experts ['math', 'code', 'reasoning'] (shot accuracy 0.5, 2 shots)" in md
     assert "t2_prompt on t2_math seed 0: math 3, other 1" in md
     assert f"{COMMIT} (all 12 run folders, clean work tree)" in md
+
+
+def test_gpu_scale_outputs_are_named_gpu_and_say_not_a_reproduction(tmp_path: Path) -> None:
+    """experiment=t2_table{1,2}_gpu: outputs t2_table{1,2}_gpu.{md,csv}, rows and title "GPU scale, not a
+    reproduction", the GPU caveat instead of the smoke one; GPU-scale run folders are placed."""
+    runs1, runs2, out = tmp_path / "runs1", tmp_path / "runs2", tmp_path / "out"
+    for task in t2_table1.TASKS:
+        for method in ("base", "lora", "svf"):
+            write_run(runs1, method=method, task=task, scale="gpu")
+    for task, source in (("t2_math", "t2_gsm8k"), ("t2_humaneval", "t2_mbpp"), ("t2_arc_challenge", "t2_arc_easy")):
+        write_run(runs2, method="base", task=task, scale="gpu")
+        write_run(runs2, method="lora", task=task, source=source, scale="gpu")
+        write_adapt(runs2, strategy="prompt", task=task)
+    for module, stem, runs in ((t2_table1, "t2_table1", runs1), (t2_table2, "t2_table2", runs2)):
+        command = f"make reproduce-{stem.replace('_', '-')} SCALE=gpu SEEDS=1"
+        assert module.main(["--experiment", f"{stem}_gpu", "--runs", str(runs), "--out", str(out),
+                            "--command", command]) == 0
+        md = (out / f"{stem}_gpu.md").read_text()
+        ours = [r for r in _rows((out / f"{stem}_gpu.csv").read_text()) if r["source"] == "ours"]
+        assert md.startswith("# Transformer²") and "— ours (GPU scale, not a reproduction) beside the paper" in md
+        assert "ours (GPU scale, not a reproduction, SmolLM2)" in md and "**GPU scale, not a reproduction**" in md
+        assert "Smoke — not a reproduction" not in md and command in md
+        assert {r["scale"] for r in ours} == {"gpu"} and {"base", "lora"} <= {r["method"] for r in ours}
+    assert (out / "t2_table2_gpu_timing.csv").exists() and not list(out.glob("*_smoke*"))
+    assert "CPU seconds" not in (out / "t2_table2_gpu.md").read_text()
 
 
 def test_table2_refuses_rows_on_other_test_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
