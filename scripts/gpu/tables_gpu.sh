@@ -28,6 +28,10 @@
 #        tables_runs.tgz (the run folders' small files: never checkpoints or adapters), logs.tgz (one log per run),
 #        gpu_util.csv (nvidia-smi every 5 s), runner.log, bench.tgz. Call it again while the runner lives.
 # Environment (defaults): BUDGET=1200 (start)  K=6 (concurrent runs per GPU)  WAIT=560  SEEDS="0 1 2"  OUT
+#   TABLES=1 (0: leave the four LoRA-Dash/PLoRA tables out of the queue)
+#   QUEUE_EXTRA (a command run in the source tree whose "name<TAB>command" lines join the queue after them, e.g. the
+#   Transformer² GPU tables: QUEUE_EXTRA="python3 scripts/gpu/t2_queue.py --seeds '0 1 2'"; its adapt lines wait for
+#   their experts through scripts/gpu/t2_after.sh)
 #   ONLY (an extended regex on the run names, anchored: only those runs are queued; e.g. to finish the 5a62216 tables
 #   on a fresh machine, from the same archive: ONLY='table1_commonsense_gpu_lora_dash_.*_seed1|(table1_commonsense|plora)_gpu_.*_seed2|plora_gpu_.*_seed1')
 #   DRY=1 (start: write and print the queue, run nothing)
@@ -102,6 +106,11 @@ print("\n".join(lines))
 EOF
 }
 
+queue_lines() {  # the four tables' runs (TABLES=1), then QUEUE_EXTRA's lines
+  if [[ ${TABLES:-1} == 1 ]]; then write_queue "${SEEDS:-0 1 2}" || return 1; fi
+  if [[ -n ${QUEUE_EXTRA:-} ]]; then bash -c "$QUEUE_EXTRA" || return 1; fi
+}
+
 start() {
   local sha=$1
   check_source "$PWD/.gpu_src.tgz" "$sha" || return 1
@@ -111,7 +120,7 @@ start() {
   env_exports
   cd "$SRC" || return 1
   [[ -e runs ]] || ln -s "$RUNS" runs
-  write_queue "${SEEDS:-0 1 2}" | grep -E "^(${ONLY:-.*})"$'\t' > "$W/queue.tsv" \
+  queue_lines | grep -E "^(${ONLY:-.*})"$'\t' > "$W/queue.tsv" \
     || { echo "ERROR: could not write the queue (or ONLY matched no run)"; return 1; }
   echo "start $(date -u +%FT%TZ)  commit $sha  budget ${BUDGET:-1200}s  K=$K per GPU  $(wc -l < "$W/queue.tsv") runs"
   cut -f1 "$W/queue.tsv" | nl | head -200
@@ -170,6 +179,7 @@ cell() {  # one queue line, on the slot's GPU, stopped at the deadline
   cd "$SRC" || return 0
   local t=$(date +%s)
   echo "launch $name on GPU $gpu (slot $SLOT, ${left}s left)"
+  set -f  # the command's words are split, never globbed (experts=[a,b] stays as written)
   # shellcheck disable=SC2086
   CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=1 timeout --kill-after=10 "$left" $cmd > "$W/logs/$name.log" 2>&1
   echo "done $name rc=$? ${gpu:+GPU $gpu} $(( $(date +%s) - t )) s"
@@ -178,7 +188,7 @@ cell() {  # one queue line, on the slot's GPU, stopped at the deadline
 
 progress() {
   local e
-  for e in table2_glue_gpu dash_ablation_gpu table1_commonsense_gpu plora_gpu; do
+  for e in table2_glue_gpu dash_ablation_gpu table1_commonsense_gpu plora_gpu t2_table1_gpu t2_table2_gpu; do
     printf '%-24s finished %3s  (summaries %s)\n' "$e" \
       "$(grep -l '"status": "finished"' "$RUNS"/$e/*/*/*/seed*/summary.json 2>/dev/null | wc -l)" \
       "$(find "$RUNS/$e" -name summary.json 2>/dev/null | wc -l)"
@@ -192,7 +202,8 @@ $(grep -c '^skip' "$W/runner.log" 2>/dev/null); deadline in $(( $(cat "$W/deadli
 pack() {
   (cd "$RUNS" && find . \( -name summary.json -o -name config.yaml -o -name eval_results.json -o -name data_indices.json \
     -o -name environment.json -o -name metrics.jsonl -o -name update_rank.json -o -name method_record.json \
-    -o -name failed.json -o -name '*.err' \) -not -path '*/.hydra/*' -not -path '*/checkpoint*' \
+    -o -name failed.json -o -name '*.err' -o -path '*/adapt/*.json' -o -name rl_curve.json \
+    -o -path '*/svf-*/adapter/svf_expert.safetensors' \) -not -path '*/.hydra/*' -not -path '*/checkpoint*' \
     | tar czf "$OUT/tables_runs.tgz" -T -)
   tar czf "$OUT/logs.tgz" -C "$W" logs
   cp "$W/gpu_util.csv" "$W/runner.log" "$W/queue.tsv" "$OUT/" 2>/dev/null
