@@ -7,6 +7,12 @@ PEFT's own), with and without dropout. Used to check where LoRA's peak memory ov
 (``benchmarks/NOTES.md``, issue 11): the H200 run measured +2.96 GiB at LLaMA-3-8B shapes, 8 layers, 8 × 512.
 
     python benchmarks/saved_activations.py --layers 1 --batch 1 --seq 64    # LLaMA-3-8B block shapes, bf16, CPU
+
+``--compiled`` counts what the *compiled* step keeps instead: ``torch.compile`` through AOTAutograd with inductor's
+decompositions and min-cut partitioner (what inductor saves between its forward and backward graphs, recomputing
+cheap pointwise work in backward), eager kernels, so no code generation and no GPU: the backward graph's saved
+inputs other than parameters and the graph's inputs, from their shapes. Only the per-token part matters at
+benchmark scale (run two ``--seq`` values and take the difference: the r × d casts of the adapters are per step).
 """
 
 from __future__ import annotations
@@ -34,6 +40,35 @@ def saved_bytes(model: torch.nn.Module, ids: torch.Tensor, grad_input: bool) -> 
         model(inputs_embeds=embeds).logits.float().sum()
     weights = {p.untyped_storage().data_ptr() for p in model.parameters() if id(p) in params}
     return sum(n for ptr, n in seen.items() if ptr not in weights)  # parameters are not activations
+
+
+def compiled_saved_bytes(model: torch.nn.Module, ids: torch.Tensor, grad_input: bool) -> int:
+    """Bytes the compiled forward of ``model`` on ``ids`` saves for its backward (inductor's partitioner)."""
+    from torch._functorch.aot_autograd import aot_module_simplified
+    from torch._functorch.partitioners import min_cut_rematerialization_partition
+    from torch._inductor.decomposition import select_decomp_table
+
+    total = [0]
+
+    def backward_inputs(gm: torch.fx.GraphModule, _: Any) -> torch.fx.GraphModule:
+        for node in gm.graph.nodes:  # saved activations; primals_* are parameters, buffers and the inputs
+            val = node.meta.get("val")
+            if node.op == "placeholder" and not node.name.startswith(("tangents", "primals")) \
+                    and isinstance(val, torch.Tensor):
+                total[0] += val.numel() * val.element_size()
+        return gm
+
+    def backend(gm: torch.fx.GraphModule, example: Any) -> Any:
+        return aot_module_simplified(gm, example, fw_compiler=lambda g, _: g, bw_compiler=backward_inputs,
+                                     decompositions=select_decomp_table(),
+                                     partition_fn=min_cut_rematerialization_partition)
+
+    torch._dynamo.reset()
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(grad_input)
+    step = torch.compile(lambda e: model(inputs_embeds=e).logits.float().sum(), backend=backend)
+    step(embeds).backward()  # the backward graph is compiled (and counted) at its first call
+    torch._dynamo.reset()
+    return total[0]
 
 
 def build(args: argparse.Namespace, dropout: float | None) -> torch.nn.Module:
@@ -69,14 +104,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--r", type=int, default=32)
     p.add_argument("--targets", default="q_proj,k_proj,v_proj,up_proj,down_proj")
     p.add_argument("--plain", action="store_true", help="PEFT's own LoRA forward (method.fused=false)")
+    p.add_argument("--compiled", action="store_true",
+                   help="what the compiled step saves (inductor's decompositions and partitioner, eager kernels)")
     args = p.parse_args(argv)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
-    rows = {"floor": saved_bytes(build(args, None), ids, grad_input=True)}
+    count = compiled_saved_bytes if args.compiled else saved_bytes
+    rows = {"floor": count(build(args, None), ids, grad_input=True)}
     for d in (0.0, 0.05):
-        rows[f"lora dropout {d}"] = saved_bytes(build(args, d), ids, grad_input=False)
+        rows[f"lora dropout {d}"] = count(build(args, d), ids, grad_input=False)
     tokens = args.batch * args.seq
     print(f"saved for backward per token per layer (bf16, {args.layers} layer(s), {tokens} tokens, r {args.r}, "
-          f"targets {args.targets}, {'PEFT forward' if args.plain else 'fused forward'}):")
+          f"targets {args.targets}, {'PEFT forward' if args.plain else 'fused forward'}"
+          f"{', compiled (inductor partitioner)' if args.compiled else ''}):")
     for name, n in rows.items():
         extra = n - rows["floor"]
         per = tokens * args.layers * 1024

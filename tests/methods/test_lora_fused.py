@@ -1,6 +1,8 @@
 """The fused LoRA forward (spectune.methods.lora_fused) against PEFT's own ``lora.Linear`` forward, and LoRA-Dash's
-fused layer against its hook path: outputs, gradients of A, B (and δ), merged weights, save / load, with dropout
-(same seed) and without, in float64; no graph breaks under torch.compile's tracer."""
+fused layer against its hook path: outputs, gradients of the input, A, B (and δ), merged weights, save / load, with
+dropout (same seed) and without, in float64; no graph breaks under torch.compile's tracer. The dropout branch
+(``DropoutMatmul``: x and a bit-packed mask kept for backward, not the dropped copy) against autograd through an
+explicit mask, the packing round trip, and what it saves."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from torch import nn
 from spectune.methods import build_method
 from spectune.methods.lora_dash import DELTA, LoRADash, dash_layers
 from spectune.methods.lora_dash_layer import FusedDashLinear
-from spectune.methods.lora_fused import FusedLoraLinear
+from spectune.methods.lora_fused import DropoutMatmul, FusedLoraLinear, dropout_mm, pack_mask, unpack_mask
 
 TARGETS = ["fc1", "fc2"]
 
@@ -64,13 +66,15 @@ def x_batch(dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
 
 def run(model: nn.Module, x: torch.Tensor, seed: int = 5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Train-mode output and gradients of every trainable tensor (dropout drawn from ``seed``)."""
+    """Train-mode output and gradients of every trainable tensor and of the input, key "x" (dropout from ``seed``)."""
     model.train()
     model.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_(True)
     torch.manual_seed(seed)
     y = model(x)
     (y.square().sum() + y.sum()).backward()
-    return y.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return y.detach(), {**grads, "x": x.grad.clone()}
 
 
 def layer_types(model: nn.Module) -> set[type]:
@@ -193,7 +197,7 @@ def test_bf16_model_with_fp32_adapters() -> None:
     assert y1.dtype == torch.bfloat16
     torch.testing.assert_close(y1.float(), y0.float(), rtol=3e-2, atol=3e-2)
     for k in g0:
-        assert g1[k].dtype == torch.float32
+        assert g1[k].dtype == (torch.bfloat16 if k == "x" else torch.float32)
         torch.testing.assert_close(g1[k], g0[k], rtol=5e-2, atol=5e-2 * float(g0[k].abs().max()), msg=k)
 
 
@@ -209,3 +213,78 @@ def test_no_graph_breaks(name: str) -> None:
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 7), (2, 3, 5), (4, 16), (1, 1)])
+def test_mask_packing_round_trip(shape: tuple[int, ...]) -> None:
+    keep = torch.rand(shape, generator=torch.Generator().manual_seed(7)) > 0.4
+    packed = pack_mask(keep)
+    n = keep.numel()
+    assert packed.dtype == torch.uint8 and packed.shape == ((n + 7) // 8,)
+    assert torch.equal(unpack_mask(packed, keep.shape), keep)
+    assert torch.equal(unpack_mask(pack_mask(torch.ones(shape, dtype=torch.bool)), shape), torch.ones(shape).bool())
+
+
+def test_dropout_matmul_equals_autograd_with_the_same_mask() -> None:
+    """drop(x) aᵀ through DropoutMatmul: output and dx, da equal autograd through x·m/(1−p) with the mask it drew
+    (recovered from the packed copy it saved); it saves x, a and the packed mask, nothing else of x's size."""
+    p = 0.3
+    x = torch.randn(6, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(8)).requires_grad_(True)
+    a = torch.randn(4, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(9)).requires_grad_(True)
+    g = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        torch.manual_seed(11)
+        h = DropoutMatmul.apply(x, a, p)
+    assert [t.dtype for t in saved] == [torch.float64, torch.uint8, torch.float64]
+    assert saved[0] is x and saved[2] is a and saved[1].numel() == (x.numel() + 7) // 8
+    keep = unpack_mask(saved[1], x.shape)
+    torch.manual_seed(11)  # the draw is nn.Dropout's (and so PEFT's) for the seed
+    assert torch.equal(nn.Dropout(p)(torch.ones_like(x)) != 0, keep)
+    assert 0 < int(keep.sum()) < keep.numel()
+    gx, ga = torch.autograd.grad(h, (x, a), g)
+    xr, ar = x.detach().clone().requires_grad_(True), a.detach().clone().requires_grad_(True)
+    ref = (xr * keep / (1 - p)) @ ar.t()
+    rx, ra = torch.autograd.grad(ref, (xr, ar), g)
+    torch.testing.assert_close(h, ref, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(gx, rx, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(ga, ra, rtol=1e-14, atol=1e-14)
+    # a frozen factor (LoRA-Dash's V_S): x is not kept, only the mask and a
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        torch.manual_seed(11)
+        h2 = DropoutMatmul.apply(x, a.detach(), p)
+    assert [t.dtype for t in saved] == [torch.uint8, torch.float64]
+    torch.testing.assert_close(torch.autograd.grad(h2, x, g)[0], rx, rtol=1e-14, atol=1e-14)
+
+
+def test_dropout_mm_without_an_active_dropout_is_plain() -> None:
+    """p = 0 (PEFT's nn.Identity), eval mode: no mask drawn, a plain torch.mm, equal to the unfused product."""
+    x = torch.randn(6, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(8)).requires_grad_(True)
+    a = torch.randn(4, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(9)).requires_grad_(True)
+    for drop in (nn.Identity(), nn.Dropout(0.3).eval(), nn.Dropout(0.0).train()):
+        state = torch.get_rng_state()
+        h = dropout_mm(x, a, drop)
+        assert h.grad_fn.name() == "MmBackward0" and torch.equal(torch.get_rng_state(), state)
+        torch.testing.assert_close(h, x @ a.t(), rtol=0, atol=0)
+    assert "DropoutMatmul" in dropout_mm(x, a, nn.Dropout(0.3).train()).grad_fn.name()
+
+
+def test_dropout_matmul_compiles_to_the_same_gradients() -> None:
+    """Under torch.compile (fullgraph, AOTAutograd with eager kernels: the same RNG as eager) the branch gives the
+    eager output and gradients with the same seed."""
+    x = torch.randn(6, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(8)).requires_grad_(True)
+    a = torch.randn(4, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(9)).requires_grad_(True)
+    drop = nn.Dropout(0.3).train()
+
+    def loss(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return dropout_mm(x, a, drop).square().sum()
+
+    torch.manual_seed(12)
+    want = torch.autograd.grad(loss(x, a), (x, a))
+    torch._dynamo.reset()
+    torch.manual_seed(12)
+    got = torch.autograd.grad(torch.compile(loss, backend="aot_eager", fullgraph=True)(x, a), (x, a))
+    torch._dynamo.reset()
+    for w, g in zip(want, got, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from spectune.methods.base import PEFT_PREFIX
-from spectune.methods.lora_fused import FusedLoraLinear
+from spectune.methods.lora_fused import FusedLoraLinear, dropout_mm
 
 DELTA, U_S, V_S = "lora_dash_delta", "lora_dash_U", "lora_dash_V"
 INDEX, SWITCHED, CALLS = "lora_dash_index", "lora_dash_switched", "lora_dash_calls"
@@ -96,8 +96,9 @@ class FusedDashLinear(FusedLoraLinear):
         y = W x;  y ← y + s·(drop(x) Aᵀ) Bᵀ;  y ← y + ((drop'(x) V_S) ⊙ δ) U_Sᵀ   (each one ``addmm_``)
 
     with drop' a second draw of the adapter's dropout after LoRA's (the order of the hook path, so the same seed
-    gives the same masks). Before the switch (or with adapters disabled) the term is absent, as in the hook path;
-    when the fused path does not apply, PEFT's forward then :func:`add_dash` run.
+    gives the same masks), kept for backward as a packed mask beside x (``lora_fused.DropoutMatmul``). Before the
+    switch (or with adapters disabled) the term is absent, as in the hook path; when the fused path does not apply,
+    PEFT's forward then :func:`add_dash` run.
     """
 
     def extra_terms(self, x: torch.Tensor, out2d: torch.Tensor) -> None:
@@ -109,10 +110,10 @@ class FusedDashLinear(FusedLoraLinear):
         for adapter in self.active_adapters:
             if adapter not in on:
                 continue
-            xd = self.lora_dropout[adapter](xs)
             v = getattr(self, V_S)[adapter].to(dt)
             u = getattr(self, U_S)[adapter].to(dt)
-            h = torch.mm(xd.reshape(-1, xd.shape[-1]), v) * getattr(self, DELTA)[adapter].to(dt)  # tokens × s
+            xv = dropout_mm(xs.reshape(-1, xs.shape[-1]), v.t(), self.lora_dropout[adapter])  # drop'(x) V_S
+            h = xv * getattr(self, DELTA)[adapter].to(dt)  # tokens × s
             out2d.addmm_(h, u.t())
 
     def plain_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -10,9 +10,13 @@ update is one GEMM epilogue into W x:
 
     y = W x;   y ← y + s · (drop(x) Aᵀ) Bᵀ      (``torch.Tensor.addmm_(h, Bᵀ, alpha=s)`` on the 2-D view of y)
 
-so nothing of the size of x or y is written beyond W x itself and the dropout's output. Dropout is PEFT's own
-``lora_dropout[adapter]`` module, called once per adapter in PEFT's order, so with the same seed the masks are the
-same as PEFT's (in equal dtypes). No graph breaks under ``torch.compile`` (``torch._dynamo.explain`` in the tests).
+so nothing of the size of x or y is written beyond W x itself and the dropout's output. With dropout in training,
+drop(x) Aᵀ is :class:`DropoutMatmul`: it keeps for backward x (the tensor W x and the sibling modules already read,
+so q, k, v share it) and the dropout mask packed 8 elements to a byte, and recomputes drop(x) = x·m/(1−p) there,
+instead of keeping a dropped copy of x and a bool mask per adapted module (PEFT's path): 1/8 byte per input element
+in place of 3 in bf16. The mask is drawn by ``torch.native_dropout`` with the adapter's p, once per adapter in PEFT's
+order: the same draw as PEFT's ``nn.Dropout`` in eager mode, so with the same seed the masks are PEFT's (in equal
+dtypes). No graph breaks under ``torch.compile`` (``torch._dynamo.explain`` in the tests).
 
 The fused path runs when it is exact up to rounding; otherwise PEFT's own forward runs: adapters disabled or merged,
 ``adapter_names=`` (mixed batches) or other keyword arguments, a LoRA variant (DoRA, …), ``fan_in_fan_out``,
@@ -26,11 +30,86 @@ Installed with PEFT's custom-module mechanism (``LoraConfig._register_custom_mod
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
+
+
+def pack_mask(keep: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as bits, 8 elements to a byte (uint8, element i of the flattened tensor is bit i % 8 of byte
+    i // 8, zero-padded to a multiple of 8): ``unpack_mask(pack_mask(m), m.shape)`` is ``m``."""
+    flat = keep.reshape(-1).to(torch.uint8)
+    pad = -flat.numel() % 8
+    if pad:
+        flat = torch.nn.functional.pad(flat, (0, pad))
+    shifts = torch.arange(8, dtype=torch.uint8, device=keep.device)  # made on the device: no host copy
+    return torch.bitwise_left_shift(flat.view(-1, 8), shifts).sum(-1, dtype=torch.uint8)
+
+
+def unpack_mask(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """The bool tensor of ``shape`` that :func:`pack_mask` packed."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = torch.bitwise_and(torch.bitwise_right_shift(packed.unsqueeze(-1), shifts), 1)
+    return bits.view(-1)[:math.prod(shape)].view(shape).bool()
+
+
+def apply_mask(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """x·m/(1−p), rounded as ``torch.native_dropout`` rounds its output on x's device (bitwise on CPU; on CUDA up
+    to the float rounding of 1/(1−p)), forward and backward alike."""
+    scale = 1.0 / (1.0 - p)
+    if x.device.type == "cpu":  # CPU: x · (m·s) with m·s in x's dtype
+        return x * (keep.to(x.dtype) * scale)
+    return x * keep * scale  # CUDA (and inductor's decomposition): (x·m)·s in the op-math dtype, one rounding
+
+
+class DropoutMatmul(torch.autograd.Function):
+    """h = drop(x) aᵀ for a 2-D x (tokens × d_in) and a (r × d_in), drop = dropout with probability p in training.
+
+    Saves x, not drop(x), and the mask bit-packed (:func:`pack_mask`, 1/8 byte per element); backward recomputes
+    drop(x) from them with the forward's own expression (:func:`apply_mask`), so with g = dL/dh the gradients are
+    exactly those of the forward's mask: da = gᵀ drop(x), dx = (g a)·m/(1−p). x is the tensor the base layer and
+    the sibling adapted modules (q, k, v) already hold, so it costs nothing more (x is kept only when a needs a
+    gradient, a only when x does, as ``torch.mm`` would). The mask is ``torch.native_dropout``'s, the draw
+    ``nn.Dropout`` makes in eager mode; its dropped output is not used (the same function forward and backward on
+    every device and under ``torch.compile``, which removes the unused output; in eager mode it is one more pass)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
+        _, keep = torch.native_dropout(x, p, True)
+        xd = apply_mask(x, keep, p)
+        needs_x, needs_a = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.save_for_backward(x if needs_a else None, pack_mask(keep), a if needs_x else None)
+        ctx.p = p
+        ctx.x_shape = x.shape
+        return torch.mm(xd, a.t())
+
+    @staticmethod
+    def backward(ctx: Any, grad_h: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x, packed, a = ctx.saved_tensors
+        keep = unpack_mask(packed, ctx.x_shape)
+        grad_x = grad_a = None
+        if ctx.needs_input_grad[0]:
+            grad_x = apply_mask(torch.mm(grad_h, a), keep, ctx.p)
+        if ctx.needs_input_grad[1]:
+            grad_a = torch.mm(grad_h.t(), apply_mask(x, keep, ctx.p))
+        return grad_x, grad_a, None
+
+
+def dropout_mm(x2d: torch.Tensor, a: torch.Tensor, dropout: nn.Module) -> torch.Tensor:
+    """``dropout(x2d) @ a.T`` for an adapter's ``lora_dropout`` module: :class:`DropoutMatmul` for an active
+    ``nn.Dropout`` (training, 0 < p < 1); a plain ``torch.mm`` of x2d, no mask drawn, for PEFT's ``nn.Identity``
+    (p = 0) or an ``nn.Dropout`` in eval mode or with p = 0; any other module is called first, as PEFT would."""
+    if isinstance(dropout, nn.Dropout):
+        if dropout.training and dropout.p > 0.0:
+            if dropout.p < 1.0:
+                return DropoutMatmul.apply(x2d, a, float(dropout.p))
+            x2d = dropout(x2d)  # p = 1: zeros
+    elif not isinstance(dropout, nn.Identity):
+        x2d = dropout(x2d)
+    return torch.mm(x2d, a.t())
 
 
 class FusedLoraLinear(LoraLinear):
@@ -57,8 +136,7 @@ class FusedLoraLinear(LoraLinear):
                 continue
             a = self.lora_A[adapter].weight.to(dt)
             b = self.lora_B[adapter].weight.to(dt)
-            xd = self.lora_dropout[adapter](xs)
-            h = torch.mm(xd.reshape(-1, xd.shape[-1]), a.t())  # tokens × r
+            h = dropout_mm(xs.reshape(-1, xs.shape[-1]), a, self.lora_dropout[adapter])  # tokens × r
             out2d.addmm_(h, b.t(), alpha=self.scaling[adapter])
 
     def extra_terms(self, x: torch.Tensor, out2d: torch.Tensor) -> None:
