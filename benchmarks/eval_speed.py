@@ -3,10 +3,14 @@
 On one device and the items of one embedded multiple-choice task (ARC-Easy by default) this measures, in one run:
 
 - ``fast``: :func:`spectune.evaluation.likelihood.score_multiple_choice` as the recipe calls it (shared contexts,
-  packed rows, length batches; bf16 autocast on a GPU with the float32 re-check of close calls) on ``--items``
-  distinct items (never repeated: refused above the task's size), after an untimed warm-up;
-- ``fast bf16, no re-check`` (when the fast scorer ran in bf16): bf16 alone, close calls not re-scored;
-- ``fast fp32``: the same without autocast;
+  packed rows, length batches; ``--precision``, default the weights' dtype) on ``--items`` distinct items (never
+  repeated: refused above the task's size), after an untimed warm-up of every precision;
+- ``fast fp32``: the same in float32 (TF32 off);
+- ``fast tf32 + re-check`` / ``fast bf16 + re-check``: float32 with TF32 matmuls / bf16 autocast, the items whose
+  best choices lie within the precision's error bound re-scored in float32 (``recheck_bounds``; the default margin);
+- ``fast tf32, no re-check`` / ``fast bf16, no re-check``: the low precision alone. These rows also check the
+  re-check rule: against ``fast fp32`` on all items, how many choices' sums moved further than their bound
+  (``bound_violations``), the largest |Δ| / bound, and how many items the rule re-checks;
 - ``reference``: the one-by-one float32 scorer (``mode="reference"``) on the first ``--reference-items`` items;
 - ``batched``: the scorer before issue 10 (sequences sorted by length and padded, ``--batch-size`` per forward,
   no sharing, float32) on those items;
@@ -17,9 +21,10 @@ On one device and the items of one embedded multiple-choice task (ARC-Easy by de
   (:func:`spectune.evaluation.generation.compare_with_loop`), in float32, then batched under bf16 autocast
   against the same loop (GPU only).
 
-Each row gives items/s and, against the reference on the reference items, the share of identical predictions
-(``acc`` and ``acc_norm``) and the largest |Δ log-probability|. Writes JSON and a markdown table (device,
-versions, commit) to ``--out`` (default ``benchmarks/results/eval_speed_<task>_<device>_<commit>.json``).
+Each row gives items/s, the items re-checked in float32 and, against the reference on the reference items, the
+share of identical predictions (``acc`` and ``acc_norm``) and the largest |Δ log-probability|. Writes JSON and a
+markdown table (device, versions, commit) to ``--out`` (default
+``benchmarks/results/eval_speed_<task>_<device>_<commit>.json``).
 
     python benchmarks/eval_speed.py --device cuda --task hellaswag --items 4000
     # the CPU check of tests/benchmarks/test_eval_speed.py
@@ -47,6 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:  # a copy of the tree without an installed package (the GPU machine)
     sys.path.insert(0, str(REPO / "src"))
 
+from spectune.evaluation.likelihood import PRECISIONS  # noqa: E402 - after the path set-up above
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
@@ -66,7 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="sequences per forward of the batched scorer")
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="padded tokens per forward of the fast scorer (default: 32768 on a GPU, 4096 on a CPU)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="of the fast scorer")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="of the fast scorer's first row")
+    p.add_argument("--low-precision", action=argparse.BooleanOptionalAction, default=True,
+                   help="the tf32 and bf16 rows, with and without the float32 re-check")
     p.add_argument("--lm-eval", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--lm-eval-batch", type=int, default=64)
     p.add_argument("--gen-items", type=int, default=200 if cuda else 8)
@@ -155,23 +164,54 @@ def row(name: str, what: str, n: int, seconds: float, lls: Sequence[Sequence[flo
 
 
 # ------------------------------------------------------------------------------------------------------- likelihood
+def bound_check(lls: Sequence[Sequence[float]], exact: Sequence[Sequence[float]], n_tokens: Sequence[int],
+                records: Sequence[Any], precision: str) -> dict[str, Any]:
+    """The re-check rule against the float32 sums: choices moved beyond their bound, and items it would re-check."""
+    import numpy as np
+
+    from spectune.evaluation.likelihood import RECHECK_MARGIN, _close_call, recheck_bounds
+
+    margin = RECHECK_MARGIN[precision]
+    low = np.asarray([x for ll in lls for x in ll])
+    ref = np.asarray([x for ll in exact for x in ll])
+    bounds = recheck_bounds(n_tokens, margin)
+    ratio = np.abs(low - ref) / bounds
+    starts = np.cumsum([0] + [len(r.choices) for r in records])
+    flagged = sum(_close_call(low[starts[k]:starts[k + 1]],
+                              np.asarray([float(max(len(c.lstrip()), 1)) for c in r.choices]),
+                              bounds[starts[k]:starts[k + 1]]) for k, r in enumerate(records))
+    return {"recheck_margin": margin, "bound_violations": int(np.sum(ratio > 1)), "choices": len(ratio),
+            "max_error_over_bound": round(float(ratio.max()), 3) if len(ratio) else None,
+            "max_abs_dlogprob_vs_fast_fp32": float(f"{np.abs(low - ref).max():.3g}") if len(ratio) else None,
+            "items_flagged": int(flagged)}
+
+
 def likelihood_rows(model: Any, tok: Any, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The fast, fast fp32, reference, batched and lm-eval rows."""
-    from spectune.evaluation.likelihood import score_multiple_choice
+    """The fast, fast fp32, fast tf32 / bf16 (with and without re-check), reference, batched and lm-eval rows."""
+    from spectune.evaluation.likelihood import encode_pairs, score_multiple_choice
 
     device = args.device
     records = load_records(args.task, args.items)
     ref_records = records[:min(args.reference_items, args.items)]
     budget = args.max_batch_tokens or (32768 if device.startswith("cuda") else 4096)
     info: dict[str, Any] = {"max_batch_tokens": budget, "choices": sum(len(r.choices) for r in records)}
+    low = ("tf32", "bf16") if args.low_precision else ()
 
-    def fast(recs: Sequence[Any], precision: str) -> Any:
-        return score_multiple_choice(model, tok, recs, precision=precision, max_batch_tokens=budget)
+    def fast(recs: Sequence[Any], precision: str, recheck_margin: float | None = None) -> Any:
+        return score_multiple_choice(model, tok, recs, precision=precision, max_batch_tokens=budget,
+                                     recheck_margin=recheck_margin)
 
     print(f"[eval_speed] warm-up, then fast on {len(records)} items ...", file=sys.stderr, flush=True)
-    fast(records[:min(64, len(records))], args.precision)
+    for precision in dict.fromkeys((args.precision, "fp32", *low)):
+        fast(records[:min(64, len(records))], precision)
     fast_res, fast_s = timed(device, lambda: fast(records, args.precision))
     fp32_res, fp32_s = timed(device, lambda: fast(records, "fp32"))
+    low_runs = []
+    for precision in low:
+        print(f"[eval_speed] fast {precision} on {len(records)} items, with and without re-check ...", file=sys.stderr,
+              flush=True)
+        low_runs.append((precision, "checked", *timed(device, lambda p=precision: fast(records, p))))
+        low_runs.append((precision, "alone", *timed(device, lambda p=precision: fast(records, p, recheck_margin=0))))
     print(f"[eval_speed] reference on {len(ref_records)} items ...", file=sys.stderr, flush=True)
     ref_res, ref_s = timed(device, lambda: score_multiple_choice(model, tok, ref_records, mode="reference"))
     ref = {"loglikelihoods": ref_res.loglikelihoods, "predictions": ref_res.predictions,
@@ -183,17 +223,28 @@ def likelihood_rows(model: Any, tok: Any, args: argparse.Namespace) -> tuple[lis
             fast_res.loglikelihoods, records, ref, accuracy=fast_res.accuracy, stats=fast_res.stats),
         row("fast fp32", "shared contexts, packed, float32", len(records), fp32_s, fp32_res.loglikelihoods, records,
             ref, accuracy=fp32_res.accuracy, stats=fp32_res.stats),
+    ]
+    n_tokens = [len(cont) for _, cont in encode_pairs(tok, [(r.context, c) for r in records for c in r.choices])]
+    for precision, kind, res, seconds in low_runs:
+        how = {"tf32": "float32, TF32 matmuls", "bf16": "bf16 autocast"}[precision]
+        if kind == "checked":
+            name = f"fast {precision} + re-check"
+            what = (f"{how}; close calls (margin {res.stats['recheck_margin']} nats × √(tokens + 4) per choice) "
+                    "re-checked in float32")
+            extra = {}
+        else:
+            name, what = f"fast {precision}, no re-check", f"{how} alone"
+            extra = {"bound_check": bound_check(res.loglikelihoods, fp32_res.loglikelihoods, n_tokens, records,
+                                                precision)}
+        rows.append(row(name, what, len(records), seconds, res.loglikelihoods, records, ref, accuracy=res.accuracy,
+                        stats=res.stats, **extra))
+    rows += [
         row("reference", "one request at a time, float32", len(ref_records), ref_s, ref_res.loglikelihoods,
             ref_records, ref, accuracy=ref_res.accuracy, stats=ref_res.stats),
         row("batched (before)", f"sorted, padded, {args.batch_size} sequences per forward, float32", len(ref_records),
             batched_s, batched_res.loglikelihoods, ref_records, ref, accuracy=batched_res.accuracy,
             stats=batched_res.stats),
     ]
-    if fast_res.stats["precision"] == "bf16 autocast":  # what bf16 alone gives, without the float32 re-check
-        raw, raw_s = timed(device, lambda: score_multiple_choice(model, tok, records, precision=args.precision,
-                                                                 max_batch_tokens=budget, recheck_margin=0))
-        rows.insert(1, row("fast bf16, no re-check", "as fast, close calls not re-checked in float32", len(records),
-                           raw_s, raw.loglikelihoods, records, ref, accuracy=raw.accuracy, stats=raw.stats))
     if args.lm_eval:
         rows.append(lm_eval_row(model, tok, ref_records, ref, args))
     return rows, info
@@ -317,23 +368,32 @@ def markdown(result: dict[str, Any]) -> str:
         f"{cfg['task']} — {env['device']}, torch {env['torch']}, transformers {env['transformers']}, "
         f"lm_eval {env['lm_eval'] or 'not available'}, commit {commit[:12]}",
         "",
-        "| scorer | how | items | items/s | × reference | identical acc % | identical acc_norm % | max abs Δ logprob |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scorer | how | items | items/s | × reference | re-checked items | identical acc % | identical acc_norm % "
+        "| max abs Δ logprob |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     ref = next((r for r in result["likelihood"] if r["name"] == "reference"), None)
     for r in result["likelihood"]:
         speed = (r["items_per_s"] / ref["items_per_s"]) if ref and r.get("items_per_s") else None
         delta = "—" if r.get("max_abs_dlogprob") is None else f"{r['max_abs_dlogprob']:.2g}"
         lines.append(f"| {r['name']} | {r['what']} | {f(r.get('items'))} | {f(r.get('items_per_s'))} | "
-                     f"{f(speed, 2)} | {f(r.get('agreement_pct'), 2)} | {f(r.get('agreement_norm_pct'), 2)} | "
-                     f"{delta} |")
+                     f"{f(speed, 2)} | {f(r.get('stats', {}).get('n_rechecked_items'))} | "
+                     f"{f(r.get('agreement_pct'), 2)} | {f(r.get('agreement_norm_pct'), 2)} | {delta} |")
     fast = result["likelihood"][0].get("stats", {})
     lines += ["", f"fast scorer: {fast.get('n_shared_requests')} of {fast.get('n_requests')} requests shared their "
               f"context; {fast.get('n_boundary_fallback')} fell back to their own sequence (boundary tokenisation, "
               f"{fast.get('n_split_contexts')} contexts), {fast.get('n_truncated')} truncated; "
               f"{fast.get('n_rechecked_items')} items re-checked in float32; {fast.get('n_forwards')} forwards; "
+              f"tokenising {f(fast.get('seconds_encode'), 2)} of {f(fast.get('seconds'), 2)} s; "
               f"head: {fast.get('head')}. Agreement is against the reference on its first "
               f"{ref['items'] if ref else '—'} items."]
+    for r in result["likelihood"]:
+        if r.get("bound_check"):
+            b = r["bound_check"]
+            lines.append(f"\n{r['name']}: against fast fp32 on all {f(r['items'])} items, {b['bound_violations']} of "
+                         f"{f(b['choices'])} choices moved beyond their re-check bound (margin {b['recheck_margin']}; "
+                         f"largest |Δ| / bound {b['max_error_over_bound']}, largest |Δ| "
+                         f"{b['max_abs_dlogprob_vs_fast_fp32']}); the rule re-checks {f(b['items_flagged'])} items.")
     if result.get("generation"):
         lines += ["", "| generation | how | items | items/s | × loop | identical text % | identical answer % |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]

@@ -37,8 +37,11 @@ def test_json_and_markdown(result):
     assert env["device_type"] == "cpu" and "benchmarks/eval_speed.py" in env["command"] and "commit" in env["git"]
     assert out.with_suffix(".md").read_text().strip() == data["markdown"].strip()
     names = [r["name"] for r in data["likelihood"]]
-    assert names[:4] == ["fast", "fast fp32", "reference", "batched (before)"]
-    assert names[4] == "lm-eval"  # lm_eval is in the test environment; elsewhere the row says it is not available
+    assert names[:8] == ["fast", "fast fp32", "fast tf32 + re-check", "fast tf32, no re-check", "fast bf16 + re-check",
+                         "fast bf16, no re-check", "reference", "batched (before)"]
+    assert names[8] == "lm-eval"  # lm_eval is in the test environment; elsewhere the row says it is not available
+    assert "| re-checked items |" in data["markdown"]
+    assert "fast bf16, no re-check: against fast fp32" in data["markdown"]
 
 
 def test_fast_scorer_agrees_with_reference(result):
@@ -50,6 +53,19 @@ def test_fast_scorer_agrees_with_reference(result):
     assert rows["fast"]["items"] == 6 and rows["reference"]["items"] == 3
     stats = rows["fast"]["stats"]
     assert stats["n_shared_requests"] == stats["n_requests"] and stats["precision"] == "model dtype (float32)"
+
+
+def test_low_precision_rows(result):
+    """tf32 and bf16 rows, each with its re-check count; the rows without re-check carry the bound check."""
+    rows = {r["name"]: r for r in result[0]["likelihood"]}
+    for precision, margin in (("tf32", 0.03), ("bf16", 0.1)):
+        checked, alone = rows[f"fast {precision} + re-check"], rows[f"fast {precision}, no re-check"]
+        assert checked["stats"]["recheck_margin"] == margin and alone["stats"]["recheck_margin"] == 0
+        assert alone["stats"]["n_rechecked_items"] == 0 and checked["agreement_pct"] == 100.0
+        bound = alone["bound_check"]
+        assert bound["choices"] == 24 and bound["recheck_margin"] == margin and bound["bound_violations"] >= 0
+        assert bound["items_flagged"] == checked["stats"]["n_rechecked_items"]
+    assert rows["fast tf32, no re-check"]["bound_check"]["max_abs_dlogprob_vs_fast_fp32"] < 1e-3  # TF32: none on CPU
 
 
 def test_generation_rows(result):

@@ -155,5 +155,77 @@ def test_auto_precision_is_fp32_on_cpu(smollm2_cut, records):
     assert score_multiple_choice(model, tok, records[:1]).stats["precision"] == "model dtype (float32)"
     with pytest.raises(ValueError, match="mode"):
         score_continuations(model, tok, [("a", " b")], mode="quick")
-    with pytest.raises(ValueError, match="precision"):
-        score_continuations(model, tok, [("a", " b")], precision="fp8")
+    for mode in ("fast", "reference"):  # the choices are named, whatever the mode
+        with pytest.raises(ValueError, match=r"precision must be one of auto, fp32, tf32, bf16; got 'fp8'"):
+            score_continuations(model, tok, [("a", " b")], mode=mode, precision="fp8")
+    with pytest.raises(ValueError, match="recheck_margin"):
+        score_multiple_choice(model, tok, records[:1], precision="tf32", recheck_margin=-1)
+
+
+def _matmul_setting():
+    import torch
+
+    matmul = torch.backends.cuda.matmul
+    return matmul.fp32_precision if hasattr(matmul, "fp32_precision") else matmul.allow_tf32
+
+
+@pytest.mark.parametrize("before", [None, "ieee", "tf32"])
+def test_tf32_is_set_inside_the_call_only(smollm2_cut, records, before):
+    """TF32 inside the scoring forwards (fp32: full float32), the global setting restored after, exceptions too."""
+    import torch
+
+    model, tok = smollm2_cut
+    matmul = torch.backends.cuda.matmul
+    name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    old = getattr(matmul, name)
+    if before is not None:  # a global setting made by the caller (transformers' tf32=True sets "tf32")
+        setattr(matmul, name, before if name == "fp32_precision" else before == "tf32")
+    try:
+        start = _matmul_setting()
+        seen = []
+        hook = model.model.layers[0].register_forward_pre_hook(lambda *_: seen.append(_matmul_setting()))
+        try:
+            result = score_multiple_choice(model, tok, records[:1], precision="tf32", recheck_margin=0)
+            score_multiple_choice(model, tok, records[:1], precision="fp32")
+        finally:
+            hook.remove()
+        on, off = ("tf32", "ieee") if name == "fp32_precision" else (True, False)
+        assert seen == [on, off] and _matmul_setting() == start
+        assert result.stats["precision"] == likelihood.TF32_PRECISION
+        boom = model.model.layers[0].register_forward_pre_hook(lambda *_: 1 / 0)
+        try:
+            with pytest.raises(ZeroDivisionError):
+                score_multiple_choice(model, tok, records[:1], precision="tf32")
+        finally:
+            boom.remove()
+        assert _matmul_setting() == start
+    finally:
+        setattr(matmul, name, old)
+
+
+def test_tf32_close_calls_are_rescored_in_fp32(smollm2_cut, records, reference):
+    """The re-check path of tf32 (on a CPU TF32 changes nothing, so every run equals float32)."""
+    model, tok = smollm2_cut
+    everything = score_multiple_choice(model, tok, records, precision="tf32", recheck_margin=1e9)
+    assert everything.stats["n_rechecked_items"] == len(records) and everything.stats["recheck_margin"] == 1e9
+    assert everything.predictions == reference.predictions
+    assert everything.predictions_norm == reference.predictions_norm
+    assert _max_diff(everything.loglikelihoods, reference.loglikelihoods) < TOL
+    nothing = score_multiple_choice(model, tok, records, precision="tf32", recheck_margin=0)
+    assert nothing.stats["n_rechecked_items"] == 0 and nothing.stats["recheck_margin"] == 0
+
+
+def test_recheck_bounds_grow_with_the_square_root_of_the_tokens():
+    import numpy as np
+
+    bounds = likelihood.recheck_bounds([0, 5, 96], 0.1)
+    assert np.allclose(bounds, [0.2, 0.3, 1.0])
+    assert likelihood.RECHECK_MARGIN == {"bf16": 0.1, "tf32": 0.03}
+    chars = np.ones(2)
+    # a 1-token and a 96-token choice 1.1 nats apart: bounds 0.224 + 1.0 cover the gap, so it is a close call
+    assert likelihood._close_call(np.array([-10.0, -11.1]), chars, likelihood.recheck_bounds([1, 96], 0.1))
+    assert not likelihood._close_call(np.array([-10.0, -11.1]), chars, likelihood.recheck_bounds([1, 1], 0.1))
+    # acc_norm only: sums 2 nats apart, per character -1.0 vs -1.09 (10 and 11 characters), a gap of 0.091
+    ll, chars = np.array([-10.0, -12.0]), np.array([10.0, 11.0])
+    assert likelihood._close_call(ll, chars, np.array([0.5, 0.5]))  # 0.5 / 10 + 0.5 / 11 = 0.095 >= 0.091
+    assert not likelihood._close_call(ll, chars, np.array([0.4, 0.4]))  # 0.076 < 0.091

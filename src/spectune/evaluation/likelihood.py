@@ -42,20 +42,23 @@ Three scorers compute these sums (``mode``); all callers use ``"fast"`` unless t
   SDPA cannot take the 4-D mask: there the fast scorer shares nothing (every request its own row).
 
 ``precision`` (fast and batched): ``"auto"`` = the weights' own dtype, no autocast (measured on an H200 for SmolLM2,
-``benchmarks/results/eval_speed_arc_e_h200_f3040cb.md``: packed fp32 scored 1,316 items/s with 100% identical
-predictions; bf16 autocast 1,451 items/s but 98.8% identical, and 782 items/s once its close calls are re-checked in
-float32, so fp32 is both exact and fast enough for a 135M model); ``"fp32"`` = no autocast; ``"bf16"`` = bf16
-autocast on any device (for large float32 models). Log-softmax
-always runs in float32 (float64 for a float64 model). Under bf16, :func:`score_multiple_choice` rescores in
-float32 (``recheck_margin``) the items whose best two choices (by sum, or by sum per character) lie closer than
-the margin could move them, so its predictions stay those of float32.
+``benchmarks/results/eval_speed_hellaswag_h200_5a62216.md``: packed fp32 scored 485-522 items/s with 100% identical
+predictions; it leaves the global TF32 setting as it is); ``"fp32"`` = no autocast, CUDA matmuls in full float32
+inside the call (also under a global TF32 setting); ``"tf32"`` = float32 weights and activations with CUDA float32
+matmuls in TF32 (tensor cores, 10-bit mantissa inputs, float32 accumulation) inside the scoring call only
+(:func:`tf32_matmuls`; no effect on a CPU); ``"bf16"`` = bf16 autocast on any device (for large float32 models).
+Log-softmax always runs in float32 (float64 for a float64 model). Under tf32 or bf16, :func:`score_multiple_choice`
+rescores in float32 the items whose best two choices (by sum, or by sum per character) lie closer than the
+precision's error could move them (``recheck_margin``, :func:`recheck_bounds`), so its predictions stay those of
+float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,15 +70,22 @@ from spectune.data.records import Record
 logger = logging.getLogger(__name__)
 
 MODES = ("fast", "batched", "reference")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+#: The precisions whose close calls :func:`score_multiple_choice` re-checks in float32.
+LOW_PRECISIONS = ("tf32", "bf16")
 #: Model types whose causal-LM head is ``lm_head(decoder(...).last_hidden_state)`` and nothing else.
 _PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "phi3", "smollm3", "gemma"})
 #: Config attributes that mean the head does more than a linear map (soft-capping, scaling).
 _HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 #: Default token budget of one fast forward, per unit of ``batch_size``.
 TOKENS_PER_BATCH_UNIT = 128
-#: Default ``recheck_margin`` (nats): bf16 close calls within this are rescored in float32.
-RECHECK_MARGIN = 0.5
+#: Default ``recheck_margin`` of each low precision (nats per sqrt(scored tokens + RECHECK_TOKENS)); see
+#: :func:`recheck_bounds` for how they were measured.
+RECHECK_MARGIN = {"bf16": 0.1, "tf32": 0.03}
+#: The per-choice floor, in tokens, of the error model of :func:`recheck_bounds`.
+RECHECK_TOKENS = 4
+#: ``ScoringStats.precision`` of ``precision="tf32"``.
+TF32_PRECISION = "float32, TF32 matmuls"
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -154,10 +164,12 @@ class ScoringStats:
     n_split_contexts: int = 0
     n_truncated: int = 0
     n_rechecked_items: int = 0
+    recheck_margin: float | None = None
     n_forwards: int = 0
     n_tokens: int = 0
     n_padded_tokens: int = 0
     seconds: float = 0.0
+    seconds_encode: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -217,15 +229,45 @@ def _rows(encoded: Sequence[tuple[list[int], list[int]]], max_length: int, share
     return rows
 
 
-def _resolve_precision(model: torch.nn.Module, precision: str) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` for this model, or None for no autocast."""
+def _resolve_precision(model: torch.nn.Module, precision: str) -> tuple[torch.dtype | None, bool | None]:
+    """(autocast dtype or None, TF32 setting for :func:`tf32_matmuls`) of ``precision``.
+
+    ``"fp32"`` turns TF32 off inside the call (a global ``fp32_precision = "tf32"``, e.g. transformers' ``tf32=True``,
+    would otherwise make the float32 scores -- and the float32 re-check -- TF32); ``"auto"`` and ``"bf16"`` leave
+    the global setting as it is.
+    """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-    if precision == "fp32":
-        return None
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
     if precision == "bf16":
-        return torch.bfloat16
-    return None
+        return torch.bfloat16, None
+    return None, {"tf32": True, "fp32": False}.get(precision)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool | None = True) -> Iterator[None]:
+    """CUDA float32 matmuls in TF32 (``enabled=True``) or in full float32 (``False``) inside the block only.
+
+    The previous setting is restored on exit, exceptions included; ``None`` changes nothing. torch >= 2.9 has
+    ``torch.backends.cuda.matmul.fp32_precision`` (``"none"`` = inherit, ``"ieee"``, ``"tf32"``); there the new API
+    is used both ways: once it has set a value, reading the legacy ``allow_tf32`` raises (torch 2.13: "mix of the
+    legacy and new APIs"), and setting ``allow_tf32`` back turns ``"none"`` into ``"ieee"`` rather than restoring
+    it. Older torch has only ``allow_tf32``. cuDNN's flag is left alone (no convolutions here); on a CPU the setting
+    changes nothing.
+    """
+    if enabled is None:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        name, value = "fp32_precision", "tf32" if enabled else "ieee"
+    else:  # pragma: no cover - torch < 2.9
+        name, value = "allow_tf32", bool(enabled)
+    previous = getattr(matmul, name)
+    setattr(matmul, name, value)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, previous)
 
 
 def _head_route(model: Any) -> tuple[Any, Any] | None:
@@ -374,18 +416,21 @@ def score_continuations(
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    _resolve_precision(model, precision)  # an unknown precision fails here, whatever the mode
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     t0 = time.perf_counter()
     if max_length is None:
         max_length = int(getattr(getattr(model, "config", None), "max_position_embeddings", 2048) or 2048)
     encoded = encode_pairs(tokenizer, pairs, add_special_tokens)
+    seconds_encode = time.perf_counter() - t0
     for (context, continuation), (_, cont) in zip(pairs, encoded, strict=True):
         if not cont:
             raise ValueError(f"Continuation {continuation!r} of context {context[-40:]!r} has no tokens to score.")
         if len(cont) > max_length:
             raise ValueError(f"A continuation of {len(cont)} tokens exceeds max_length={max_length}.")
-    stats = ScoringStats(mode=mode, n_requests=len(pairs), n_contexts=len({c for c, _ in pairs}))
+    stats = ScoringStats(mode=mode, n_requests=len(pairs), n_contexts=len({c for c, _ in pairs}),
+                         seconds_encode=seconds_encode)
     scores = [0.0] * len(pairs)
     was_training = model.training
     model.eval()
@@ -395,9 +440,10 @@ def score_continuations(
             stats.precision = f"model dtype ({str(_model_dtype(model)).removeprefix('torch.')})"
             _reference(model, encoded, max_length, scores, stats, bar)
         else:
-            autocast = _resolve_precision(model, precision)
-            stats.precision = ("bf16 autocast" if autocast is not None
-                               else f"model dtype ({str(_model_dtype(model)).removeprefix('torch.')})")
+            autocast, tf32 = _resolve_precision(model, precision)
+            dtype = str(_model_dtype(model)).removeprefix("torch.")
+            stats.precision = ("bf16 autocast" if autocast is not None else TF32_PRECISION if tf32
+                               else f"model dtype ({dtype})")
             share = mode == "fast" and _packs(model)
             route = _head_route(model) if mode == "fast" else None
             stats.head = "decoder, then the head on scored positions only" if route is not None else "full logits"
@@ -411,10 +457,11 @@ def score_continuations(
                 budget = max_batch_tokens or batch_size * TOKENS_PER_BATCH_UNIT
                 batches = _batches(rows, order, max_rows=None, max_tokens=budget)
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            for batch in batches:
-                chunk = [rows[r] for r in batch]
-                _forward_rows(model, chunk, pad_id, autocast, route, scores, stats)
-                bar.update(sum(len(r.scored) for r in chunk))
+            with tf32_matmuls(tf32):
+                for batch in batches:
+                    chunk = [rows[r] for r in batch]
+                    _forward_rows(model, chunk, pad_id, autocast, route, scores, stats)
+                    bar.update(sum(len(r.scored) for r in chunk))
     finally:
         bar.close()
         model.train(was_training)
@@ -483,7 +530,7 @@ def score_multiple_choice(
     progress: bool = False,
     mode: str = "fast",
     precision: str = "auto",
-    recheck_margin: float = RECHECK_MARGIN,
+    recheck_margin: float | None = None,
     max_batch_tokens: int | None = None,
 ) -> MultipleChoiceResult:
     """Log-likelihood multiple choice over records with ``context``, ``choices`` and gold ``label`` (an index).
@@ -492,9 +539,11 @@ def score_multiple_choice(
     leading space already; bare choices need ``target_delimiter=" "``).
 
     Records without a label still get predictions; accuracy counts labelled records only (``nan`` if none).
-    ``mode`` / ``precision`` as in the module docstring. When the scores came from bf16, every item where a choice
-    other than the best lies within ``recheck_margin`` nats of it (by sum, or by sum per character scaled the same
-    way) is rescored in float32, so that the predictions are float32's; ``stats.n_rechecked_items`` counts them.
+    ``mode`` / ``precision`` as in the module docstring. When the scores came from tf32 or bf16, every item where a
+    choice other than the best lies within the two choices' error bounds of it (by sum, or by sum per character) is
+    rescored in float32, so that the predictions are float32's; ``stats.n_rechecked_items`` counts them. A choice's
+    bound is ``recheck_margin * sqrt(scored tokens + 4)`` nats (:func:`recheck_bounds`); ``recheck_margin`` defaults
+    to the precision's :data:`RECHECK_MARGIN`; 0 re-checks nothing, a huge value every item.
     """
     pairs: list[tuple[str, str]] = []
     for r in records:
@@ -506,9 +555,15 @@ def score_multiple_choice(
     flat, stats = scored.logprobs, scored.stats
     starts = np.cumsum([0] + [len(r.choices) for r in records])
     lengths = [np.asarray([float(max(len((target_delimiter + c).lstrip()), 1)) for c in r.choices]) for r in records]
-    if stats.precision == "bf16 autocast" and recheck_margin > 0:
-        close = [k for k, r in enumerate(records)
-                 if _close_call(np.asarray(flat[starts[k]:starts[k + 1]]), lengths[k], recheck_margin)]
+    low = mode != "reference" and precision in LOW_PRECISIONS
+    margin = (RECHECK_MARGIN[precision] if recheck_margin is None else float(recheck_margin)) if low else None
+    if margin is not None and margin < 0:
+        raise ValueError(f"recheck_margin must be >= 0, got {recheck_margin}.")
+    stats.recheck_margin = margin
+    if margin:
+        bounds = recheck_bounds(scored.n_tokens, margin)
+        close = [k for k in range(len(records))
+                 if _close_call(np.asarray(flat[starts[k]:starts[k + 1]]), lengths[k], bounds[starts[k]:starts[k + 1]])]
         if close:
             again = [pairs[j] for k in close for j in range(starts[k], starts[k + 1])]
             redo = score_continuations(model, tokenizer, again, batch_size=batch_size, max_length=max_length,
@@ -541,18 +596,42 @@ def score_multiple_choice(
                                 loglikelihoods=lls, stats=stats.to_dict())
 
 
-def _close_call(ll: np.ndarray, length: np.ndarray, margin: float) -> bool:
-    """Whether moving each sum by ``margin / 2`` could change the argmax of the sums or of the sums per character."""
+def recheck_bounds(n_tokens: Sequence[int], margin: float) -> np.ndarray:
+    """How far (nats) a low-precision sum of ``n`` scored tokens may lie from float32's: ``margin * sqrt(n + 4)``.
+
+    Why this form: the error of a choice's summed log-probability under bf16 autocast or TF32 matmuls behaves like a
+    random walk over its tokens plus a floor shared with the context. Measured on the CPU
+    (``benchmarks/recheck_rule.py``: SmolLM2-135M, the first 200 HellaSwag and 200 ARC-Easy items, 1,601 choices,
+    each sum against the same scorer in float32; TF32 emulated by rounding, or truncating, every linear layer's
+    inputs to 10 mantissa bits), the mean squared error fits ``a + b n`` with ``b`` = 7.1e-4 / 7.7e-4 (bf16;
+    HellaSwag / ARC-Easy), 8.9e-6 / 5.3e-6 (TF32 rounded), 3.9e-5 / 2.0e-5 (TF32 truncated) and ``a / b`` of 0-9
+    tokens: under bf16 the largest |error| / n falls from 0.06-0.16 (1-5 tokens) to 0.011 (25+ tokens) while |error|
+    / sqrt(n) stays within 0.05-0.16. A fixed margin is therefore loose for short choices (ARC-Easy, median 3
+    tokens: 23% of the items re-checked by the old rule, 0.5 nats between the best two) and too tight for long ones
+    (HellaSwag, median 12 tokens: 13 of 800 bf16 sums moved further than its 0.25 nats per choice). With the
+    defaults (:data:`RECHECK_MARGIN`: bf16 0.1, TF32 0.03) no bf16 or rounded-TF32 sum of the 1,601 exceeded its
+    bound (the largest reached 99% / 38% of it); truncated TF32 exceeded it in 2 sums (1.74 times), both choices of
+    one ARC-Easy item, moved together so that their difference stayed within it. Beyond the bound the rule is
+    conservative: an item is re-checked when the gap between its best and any other choice is at most the sum of
+    both bounds, i.e. whenever errors of opposite signs at the bounds could swap them. ``benchmarks/eval_speed.py``
+    re-measures the bounds on the GPU (``bound_check`` of its rows without re-check).
+    """
+    return margin * np.sqrt(np.asarray(n_tokens, dtype=float) + RECHECK_TOKENS)
+
+
+def _close_call(ll: np.ndarray, length: np.ndarray, bound: np.ndarray | float) -> bool:
+    """Whether moving each sum by its ``bound`` could change the argmax of the sums or of the sums per character."""
     if len(ll) < 2:
         return False
+    bound = np.broadcast_to(np.asarray(bound, dtype=float), ll.shape)
     best = int(np.argmax(ll))
     others = np.arange(len(ll)) != best
-    if np.any(ll[best] - ll[others] <= margin):
+    if np.any(ll[best] - ll[others] <= bound[best] + bound[others]):
         return True
     norm = ll / length
     best = int(np.argmax(norm))
     others = np.arange(len(ll)) != best
-    slack = margin / 2 * (1 / length[best] + 1 / length[others])
+    slack = bound[best] / length[best] + bound[others] / length[others]
     return bool(np.any(norm[best] - norm[others] <= slack))
 
 
@@ -609,7 +688,7 @@ def score_gold(model: Any, tokenizer: Any, contexts: Sequence[str], golds: Seque
 
     Tokens are counted as :func:`continuation_logprobs` scores them (:func:`encode_pair`); bytes are the UTF-8 bytes
     of the gold strings, leading delimiter included (as :func:`gold_bits_per_byte`). ``mode`` / ``precision`` as in
-    the module docstring (bf16 on a CUDA device by default).
+    the module docstring.
     """
     if len(contexts) != len(golds):
         raise ValueError(f"{len(contexts)} contexts but {len(golds)} gold continuations.")
