@@ -137,13 +137,20 @@ def _shape_of(model_shape: dict[str, Any]) -> Shape:
 
 def load_measurements(results: Path = RESULTS) -> dict[str, Measurement]:
     """The measurement used for each method (newest ``step_time_*.json`` per method; SVF from
-    ``svf_step_time_*.json``'s eager row). Raises ``FileNotFoundError`` naming the folder when it holds none."""
+    ``svf_step_time_*.json``'s eager row). Raises ``FileNotFoundError`` naming the folder when it holds none.
+
+    Only eager rows that record the memory held before the timed steps (``allocated_before_timed_mib``) are used: the
+    extrapolation splits static memory (weights, optimizer state) from activations. Later files of
+    ``benchmarks/step_time.py`` (rows ``<method>+<mode>``, compiled rows, peak over the floor instead) lack it and
+    are skipped, so the cost model stays on the eager recipe it describes."""
     found: dict[str, tuple[str, Measurement]] = {}
     for path in sorted(results.glob("step_time_*.json")):
         data = json.loads(path.read_text())
         env, cfg = data["environment"], data["config"]
         shape = _shape_of(cfg["model_shape"])
         for method, m in data["methods"].items():
+            if "allocated_before_timed_mib" not in m or m.get("mode", "eager") != "eager":
+                continue
             ms = m.get("ms_per_step_amortised") or m["ms_per_step"]
             meas = Measurement(method, env["device"], shape, int(cfg["batch"]) * int(cfg["seq"]), float(ms),
                                float(m["allocated_before_timed_mib"]), float(m["peak_mib"]), path.name)
