@@ -40,7 +40,7 @@ MAKE_START := $(shell date +%s)
 ABLATION_SEEDS ?= 1
 ABLATION_SEED_LIST = $(shell seq -s, 0 $$(($(ABLATION_SEEDS)-1)))
 
-.PHONY: help setup test test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures dash-ablations archive-runs clean-runs \
+.PHONY: help setup test test-extended test-fast lint table-glue-smoke reproduce-table1 reproduce-table2 figures dash-ablations archive-runs clean-runs \
   t2-table1-runs t2-table2-runs reproduce-t2-table1 reproduce-t2-table2 archive-t2-runs t2-svf-analysis
 
 help: ## List the targets
@@ -62,8 +62,11 @@ setup: ## Create .venv and install everything (torch CPU wheel here, deepspeed, 
 test: ## Run the test suite (offline, CPU; includes real training runs and a 2-rank DeepSpeed run)
 	$(BIN)/python -m pytest -q
 
+test-extended: ## Only the extended variants (ZeRO-2 twins of ZeRO-3 runs) that `make test` leaves out for time
+	$(BIN)/python -m pytest -q -m extended
+
 test-fast: ## The suite without the slow real-model runs
-	$(BIN)/python -m pytest -q -m 'not slow'
+	$(BIN)/python -m pytest -q -m 'not slow and not gpu and not extended'
 
 lint: ## ruff on src, tests, experiments
 	$(BIN)/ruff check src tests experiments

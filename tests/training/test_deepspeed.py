@@ -55,7 +55,10 @@ def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+# ZeRO-3 (sharded parameters, gathered for the edit) in the default suite; ZeRO-2 in `make test-extended`:
+# its fp32-master handling is covered in the default suite by tests/methods/test_plora_deepspeed.py[2] and the
+# ZeRO-2 training path by test_deepspeed.py::test_two_rank_deepspeed_run[zero2].
+@pytest.mark.parametrize("stage", [pytest.param("zero2", marks=pytest.mark.extended), "zero3"])
 def test_two_rank_lora_dash_switch_agrees_across_ranks(tmp_path: Path, stage: str) -> None:
     """The dash switch runs on gathered weights under ZeRO-3, and both ranks select the same directions."""
     launcher = _torchrun()
