@@ -81,22 +81,16 @@ def _expected() -> dict[str, Counter]:
               for mom in (0.0, 0.9)]
         out[f"plora_{scale}"] = p
     tag = "-t{t}-{select}"
-    d = [cell("minilm", "sst2", "lora", 8)]
-    d += [cell("minilm", "sst2", "lora_dash", 8, t=t, s=8, select="rate", tag=tag.format(t=t, select="rate"))
-          for t in (4, 8, 16, 32)]
-    d += [cell("minilm", "sst2", "lora_dash", 8, t=8, s=s, select="rate", tag=tag.format(t=8, select="rate"))
-          for s in (2, 4, 8, 16, 32)]
-    d += [cell("minilm", "sst2", "lora_dash", 8, t=8, s=8, select=sel, tag=tag.format(t=8, select=sel))
-          for sel in ("rate", "random", "top_sigma", "bottom_sigma")]
-    out["dash_ablation_smoke"] = d
-    d = [cell("minilm", "sst2", "lora", 8)]
-    d += [cell("minilm", "sst2", "lora_dash", 8, t=t, s=8, select="rate", tag=tag.format(t=t, select="rate"))
-          for t in (15, 30, 60, 120)]
-    d += [cell("minilm", "sst2", "lora_dash", 8, t=30, s=s, select="rate", tag=tag.format(t=30, select="rate"))
-          for s in (2, 4, 8, 16, 32)]
-    d += [cell("minilm", "sst2", "lora_dash", 8, t=30, s=8, select=sel, tag=tag.format(t=30, select=sel))
-          for sel in ("rate", "random", "top_sigma", "bottom_sigma")]
-    out["dash_ablation_gpu"] = d
+    # one factor at a time around the centre s = 8, select = rate, t = centre (smoke: 8 of 64 steps; gpu: 30 of 480)
+    for scale, ts, centre in (("smoke", (4, 8, 16, 32), 8), ("gpu", (15, 30, 60, 120), 30)):
+        d = [cell("minilm", "sst2", "lora", 8)]
+        d += [cell("minilm", "sst2", "lora_dash", 8, t=t, s=8, select="rate", tag=tag.format(t=t, select="rate"))
+              for t in ts]
+        d += [cell("minilm", "sst2", "lora_dash", 8, t=centre, s=s, select="rate",
+                   tag=tag.format(t=centre, select="rate")) for s in (2, 4, 8, 16, 32)]
+        d += [cell("minilm", "sst2", "lora_dash", 8, t=centre, s=8, select=sel, tag=tag.format(t=centre, select=sel))
+              for sel in ("rate", "random", "top_sigma", "bottom_sigma")]
+        out[f"dash_ablation_{scale}"] = d
     ref = "runs/tsd_tracking/minilm/full/sst2/seed0"
     out["tsd_tracking_smoke"] = [cell("minilm", "sst2", "full", merged=True)] + [
         cell("minilm", "sst2", "lora", r, ref=ref) for r in (8, 16, 32)]
