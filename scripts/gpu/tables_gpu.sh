@@ -17,13 +17,15 @@
 #        SPECTUNE_GIT_COMMIT=<commit> SPECTUNE_GIT_DIRTY=0), in priority order:
 #          1. table2_glue_gpu, all cells, seeds 0-2; 2. dash_ablation_gpu, seeds 0-2 (a cell that two grids share, the
 #          centre, runs once); 3. the base-model rows of table1_commonsense_gpu and plora_gpu; 4. table1_commonsense_gpu
-#          and plora_gpu seed 0, then seed 1, then seed 2 (full FT first in each: the slowest cell);
+#          and plora_gpu seed 0, then seed 1, then seed 2 (longest first in each: LoRA-Dash ~540 s with 12 runs
+#          sharing two H200s, LoRA and PLoRA ~360-410 s, full FT ~300-380 s: the 5a62216 lease's runner log);
 #        then starts the runner detached (setsid: it outlives the call while the machine stays warm): `xargs -P 2K`
 #        over the queue, slots 0..K-1 on GPU 1, slots K..2K-1 on GPU 0 once the benchmarks below are done; each run
 #        gets the time left to the deadline (BUDGET s after `start`) and is stopped there; a run that fails or is
 #        stopped is a failed sweep cell and the others go on. In the foreground on GPU 0 alone (timings of one process
-#        on its GPU): benchmarks/eval_speed.py on HellaSwag (issue 10) and benchmarks/step_time.py's compiled rows with
-#        dropout 0 (issue 11: where the LoRA rows' gap goes without the dropout copies).
+#        on its GPU; BENCH_SHA may name another commit for them): benchmarks/eval_speed.py on HellaSwag with the fp32,
+#        tf32 and bf16 rows (issue 10), benchmarks/step_time.py's compiled rows with dropout 0.05 and
+#        benchmarks/svd_switch.py on LLaMA-3-8B's shapes (issue 11).
 # wait:  waits for the runner (at most WAIT s), printing progress every minute, then packs into $OUT what exists:
 #        tables_runs.tgz (the run folders' small files: never checkpoints or adapters), logs.tgz (one log per run),
 #        gpu_util.csv (nvidia-smi every 5 s), runner.log, bench.tgz. Call it again while the runner lives.
@@ -35,6 +37,8 @@
 #   ONLY (an extended regex on the run names, anchored: only those runs are queued; e.g. to finish the 5a62216 tables
 #   on a fresh machine, from the same archive: ONLY='table1_commonsense_gpu_lora_dash_.*_seed1|(table1_commonsense|plora)_gpu_.*_seed2|plora_gpu_.*_seed1')
 #   DRY=1 (start: write and print the queue, run nothing)
+#   BENCH_SHA (start: run the GPU 0 benchmarks from this commit's archive, carried as .gpu_bench_src.tgz beside
+#   .gpu_src.tgz, extracted into /tmp/src_bench; the tables still run the commit given to start)
 set -uo pipefail
 MODE=${1:?usage: $0 start <commit> | wait <commit> | runner | cell <line>}
 T0=$(date +%s)
@@ -97,7 +101,8 @@ for experiment, root in runs.items():
     for seed in seeds:
         lines.append(f"base_{experiment}_seed{seed}\tpython3 -m spectune.training.base_model --experiment {experiment} "
                      f"--runs {root} seed={seed}")
-big = {e: sorted(cells(e), key=lambda c: c[0] != "full") for e in runs}
+order = {"lora_dash": 0, "full": 2}  # longest first (the runner log of 5a62216): the last wave ends together
+big = {e: sorted(cells(e), key=lambda c: order.get(c[0], 1)) for e in runs}
 for seed in seeds:
     for experiment, grid_cells in big.items():
         for grid, overrides in grid_cells:
@@ -114,6 +119,11 @@ queue_lines() {  # the four tables' runs (TABLES=1), then QUEUE_EXTRA's lines
 start() {
   local sha=$1
   check_source "$PWD/.gpu_src.tgz" "$sha" || return 1
+  if [[ -n ${BENCH_SHA:-} ]]; then  # the benchmarks from another commit than the tables: its archive, extracted apart
+    check_source "$PWD/.gpu_bench_src.tgz" "$BENCH_SHA" || return 1
+    BENCH_SRC=/tmp/src_bench
+    rm -rf "$BENCH_SRC" && mkdir -p "$BENCH_SRC" && tar -xzf "$PWD/.gpu_bench_src.tgz" -C "$BENCH_SRC" || return 1
+  fi
   echo "$sha" > "$W/commit"
   echo $((T0 + ${BUDGET:-1200})) > "$W/deadline"
   rm -f "$W/bench_done"
@@ -138,22 +148,31 @@ start() {
   pack
 }
 
-bench() {  # GPU 0 alone: issue 10's eval benchmark, issue 11's compiled rows without dropout
-  local B=$W/bench short end
-  short=$(cut -c1-7 "$W/commit")
+bench() {  # GPU 0 alone, from BENCH_SRC (default: the tables' archive): issue 10's eval benchmark, issue 11's rows
+  local B=$W/bench short end sha
+  sha=${BENCH_SHA:-$(cat "$W/commit")}
+  short=${sha:0:7}
   end=$(( $(cat "$W/deadline") - 60 ))
   mkdir -p "$B"
   left() { echo $((end - $(date +%s))); }
-  echo "== eval_speed hellaswag on GPU 0 ($(left) s left)"
-  CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/eval_speed.py --device cuda --task hellaswag --items 4000 \
-    --reference-items 500 --gen-items 0 --git-commit "$(cat "$W/commit")" \
+  cd "${BENCH_SRC:-$SRC}" || return 1
+  export PYTHONPATH=/tmp/site:$PWD/src:$PWD SPECTUNE_GIT_COMMIT=$sha
+  # The 5a62216 lease ran the fp32-only eval and the dropout-0 compiled rows (this function at that commit); since
+  # then: the tf32 / bf16 rows with the re-check (eval_speed's defaults), dropout 0.05 through lora_fused's packed
+  # mask, two PLoRA unloads (first and later), and the SVD switch's stages (benchmarks/NOTES.md has the predictions).
+  echo "== eval_speed hellaswag (fp32, tf32, bf16, re-check) on GPU 0 ($(left) s left)"
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/eval_speed.py --device cuda --task hellaswag --items 4000 \
+    --reference-items 500 --gen-items 0 --git-commit "$sha" \
     --out "$B/eval_speed_hellaswag_h200_$short.json" 2>&1 | grep -v "it/s\]\|s/it\]\|request/s\]\|prompt/s\]"
-  echo "== step_time compiled, dropout 0, on GPU 0 ($(left) s left)"
-  CUDA_VISIBLE_DEVICES=0 timeout 330 python3 benchmarks/step_time.py --model llama-shape --layers 8 --hidden 4096 \
+  echo "== step_time compiled, dropout 0.05, on GPU 0 ($(left) s left)"
+  CUDA_VISIBLE_DEVICES=0 timeout 360 python3 benchmarks/step_time.py --model llama-shape --layers 8 --hidden 4096 \
     --intermediate 14336 --heads 32 --kv-heads 8 --vocab 128256 --batch 8 --seq 512 --precision bf16 --r 32 \
-    --dropout 0 --targets q_proj,k_proj,v_proj,up_proj,down_proj --dash-s 8 --plora-stage 200 --warmup 3 --steps 10 \
-    --rows floor,peft_lora,lora,lora_dash,plora --modes compiled --git-commit "$(cat "$W/commit")" \
-    --out "$B/step_time_llama3_shape_8l_compiled_dropout0_$short.json" 2>&1 | grep -v "it/s\]\|s/it\]"
+    --dropout 0.05 --targets q_proj,k_proj,v_proj,up_proj,down_proj --dash-s 8 --plora-stage 200 --warmup 3 --steps 10 \
+    --rows floor,peft_lora,lora,lora_dash,plora --modes compiled --git-commit "$sha" \
+    --out "$B/step_time_llama3_shape_8l_compiled_dropout005_$short.json" 2>&1 | grep -v "it/s\]\|s/it\]"
+  echo "== svd_switch llama3-8b on GPU 0 ($(left) s left)"
+  CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/svd_switch.py --device cuda --shapes llama3-8b --repeats 2 \
+    --git-commit "$sha" --out "$B/svd_switch_llama3_8b_h200_$short.json" 2>&1
 }
 
 runner() {  # detached: the queue through xargs, 2K slots

@@ -53,7 +53,7 @@ def test_json_keys(result):
     assert rows["floor"]["ratio_vs_floor"] == 1.0 and rows["peft_lora"]["ratio_vs_peft_lora"] == 1.0
     assert rows["lora_dash"]["switch_ms"] > 0 and rows["lora_dash"]["switched_layers"] == 7
     plora = rows["plora"]
-    assert plora["unload_ms"] > 0 and plora["plora_stage_steps"] == 4
+    assert plora["unload_ms"] > 0 and plora["unload_ms_first"] > 0 and plora["plora_stage_steps"] == 4
     assert plora["ms_per_step_amortised"] == pytest.approx(plora["ms_per_step"] + plora["unload_ms"] / 4, abs=2e-3)
     assert plora["ratio_vs_floor"] == pytest.approx(plora["ms_per_step_amortised"] / rows["floor"]["ms_per_step"],
                                                     abs=2e-3)
@@ -76,7 +76,7 @@ def test_every_row_trained(result):
     assert rows["lora_dash"]["trainable_params"] == lora["trainable_params"] + 7 * 4  # one δ of s=4 per matrix
     assert rows["lora_dash"]["dash_delta_abs_sum"] > 0  # the dash term trained after the switch
     assert rows["plora"]["unload_merged_norm"] > 0 and rows["plora"]["unload_layers"] == 7
-    assert len(rows["plora"]["losses"]) == 1 + 2 + 1  # warm-up, timed, one step after the unload
+    assert len(rows["plora"]["losses"]) == 1 + 2 + 2  # warm-up, timed, one step after each of two unloads
     assert rows["svf"]["trainable_params"] == 64 + 64 + 64  # one z of min(d_out, d_in) per MLP matrix
 
 
