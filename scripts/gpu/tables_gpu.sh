@@ -42,6 +42,7 @@
 set -uo pipefail
 MODE=${1:?usage: $0 start <commit> | wait <commit> | runner | cell <line>}
 T0=$(date +%s)
+SELF=$(readlink -f "$0")
 W=${TABLES_W:-/tmp/tables}
 SRC=${SRC:-/tmp/src}
 RUNS=${RUNS:-/tmp/table_runs}
@@ -141,9 +142,16 @@ start() {
   setsid nohup bash "$SRC/scripts/gpu/tables_gpu.sh" runner > "$W/runner.log" 2>&1 < /dev/null &
   echo $! > "$W/runner.pid"
   echo "runner started (pid $(cat "$W/runner.pid")); benchmarks on GPU 0 now"
-  bench
-  touch "$W/bench_done"
-  echo "benchmarks done after $(( $(date +%s) - T0 )) s; GPU 0 joins the runs"
+  # The benchmarks, detached too (they may outlast this call's 10 minutes), from a copy of this script: GPU 0's
+  # slots start when they are done (bench_done, written even when one fails).
+  mkdir -p "$W/bench"
+  cp "$SELF" "$W/bench.sh"
+  BENCH_SRC=${BENCH_SRC:-$SRC} setsid nohup bash "$W/bench.sh" bench > "$W/bench/bench.log" 2>&1 < /dev/null &
+  local limit=$((T0 + ${WAIT:-540}))
+  while [[ ! -f $W/bench_done ]] && (( $(date +%s) < limit )); do sleep 5; done
+  cat "$W/bench/bench.log"
+  echo "benchmarks $([[ -f $W/bench_done ]] && echo "done after $(( $(date +%s) - T0 )) s; GPU 0 joins the runs" \
+    || echo "still running (wait calls report them)")"
   progress
   pack
 }
@@ -212,6 +220,8 @@ progress() {
       "$(grep -l '"status": "finished"' "$RUNS"/$e/*/*/*/seed*/summary.json 2>/dev/null | wc -l)" \
       "$(find "$RUNS/$e" -name summary.json 2>/dev/null | wc -l)"
   done
+  [[ -f $W/bench/bench.log ]] && echo "benchmarks: $([[ -f $W/bench_done ]] && echo done || echo running): \
+$(grep '^== ' "$W/bench/bench.log" | tail -1)"
   echo "launched $(grep -c '^launch' "$W/runner.log" 2>/dev/null) of $(wc -l < "$W/queue.tsv"), done $(grep -c '^done' \
     "$W/runner.log" 2>/dev/null) (rc!=0: $(grep '^done' "$W/runner.log" 2>/dev/null | grep -vc 'rc=0 ')), skipped \
 $(grep -c '^skip' "$W/runner.log" 2>/dev/null); deadline in $(( $(cat "$W/deadline") - $(date +%s) )) s"
@@ -245,6 +255,7 @@ wait_runner() {
 case "$MODE" in
   start) start "${2:?commit}" 2>&1 | tee "$OUT/start.log" ;;
   wait) wait_runner 2>&1 | tee "$OUT/wait.log" ;;
+  bench) bench; touch "$W/bench_done" ;;
   runner) runner ;;
   cell) cell "${2:?line}" ;;
   *) echo "usage: $0 start <commit> | wait <commit>" >&2; exit 2 ;;
