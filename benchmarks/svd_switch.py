@@ -35,7 +35,7 @@ from spectune.spectral.decomposition import SVDCache, weight_hash
 
 #: LLaMA-3-8B's adapted shapes (d_out, d_in) and how many of each an 8-layer cut with targets q,k,v,up,down holds.
 LLAMA3_8B = {(4096, 4096): 8, (1024, 4096): 16, (14336, 4096): 8, (4096, 14336): 8}
-CUDA_DRIVERS = (None, "gesvd", "gesvdj", "gesvda")
+CUDA_DRIVERS = (None, "gesvdj", "gesvda", "gesvd")  # gesvd last: the slowest on large matrices
 
 
 def parse_shapes(text: str) -> dict[tuple[int, int], int]:
@@ -90,6 +90,7 @@ def measure(shape: tuple[int, int], device: torch.device, repeats: int, drivers:
             row["svd"][name] = {"error": str(err).splitlines()[0]}
             continue
         row["svd"][name] = {"seconds": sec, **accuracy(w, U, S, Vh, s_ref)}
+        print(f"[svd_switch] {shape[0]}x{shape[1]} {name}: {sec:.2f} s", flush=True)
     cache = SVDCache(cache_root)
     name = f"w{shape[0]}x{shape[1]}"
     row["cold_get_s"], _ = timed(lambda: cache.get("bench", f"{name}-{time.perf_counter_ns()}", w), device, 1)
@@ -105,16 +106,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shapes", default="llama3-8b", help="llama3-8b or OUTxIN[:count],...")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--drivers", default=None,
+                   help="comma list of torch.linalg.svd drivers (default: every one the device offers)")
     p.add_argument("--cache-dir", default=None, help="SVD cache folder (default: a fresh temporary one)")
     p.add_argument("--git-commit", default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     device = torch.device(args.device)
     shapes = parse_shapes(args.shapes)
-    drivers = CUDA_DRIVERS if device.type == "cuda" else (None,)
+    drivers = tuple(None if d == "default" else d for d in args.drivers.split(",")) if args.drivers else \
+        (CUDA_DRIVERS if device.type == "cuda" else (None,))
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.cache_dir) if args.cache_dir else Path(tmp)
-        rows = [{**measure(shape, device, args.repeats, drivers, root), "count": n} for shape, n in shapes.items()]
+        for shape, n in shapes.items():  # each shape's row is written as soon as it is measured (a timeout keeps it)
+            rows.append({**measure(shape, device, args.repeats, drivers, root), "count": n})
+            write(args, device, rows, drivers, complete=len(rows) == len(shapes))
+    return 0
+
+
+def write(args: argparse.Namespace, device: torch.device, rows: list[dict[str, Any]],
+          drivers: Sequence[str | None], complete: bool) -> None:
+    """The JSON so far (``complete``: every shape measured); printed, and written atomically to ``--out``."""
     total = {"hash_s": sum(r["hash_s"] * r["count"] for r in rows),
              "cold_get_s": sum(r["cold_get_s"] * r["count"] for r in rows),
              "warm_get_s": sum(r["warm_get_s"] * r["count"] for r in rows)}
@@ -124,16 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             total[f"svd_{name}_s"] = sum(r["svd"][name]["seconds"] * r["count"] for r in rows)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "commit": args.git_commit or os.environ.get("SPECTUNE_GIT_COMMIT"),
-              "shapes": args.shapes, "repeats": args.repeats, "rows": rows, "model_total": total}
+              "shapes": args.shapes, "repeats": args.repeats, "complete": complete, "rows": rows,
+              "model_total": total if complete else None}
     text = json.dumps(result, indent=2)
-    print(text)
+    if complete:
+        print(text)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp_out = out.with_suffix(".tmp")
         tmp_out.write_text(text + "\n")
         tmp_out.replace(out)
-    return 0
 
 
 if __name__ == "__main__":

@@ -206,9 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           "(`experiments/report/paired.py`); verdict for the paper's direction: *supported* when the interval lies "
           "on that side of 0, *contradicted* when on the other, else *inconclusive*. **No study here is at the "
           "papers' scale** (each names its own): a verdict is about our runs, not about the paper at its scale. "
-          "GPU-scale rows come first; a row with 1 seed has no interval and is inconclusive by construction (the "
-          "lease's deadline stopped Table 1's LoRA-Dash seeds 1–2 and the PLoRA study's seeds 1–2: "
-          "`results/gpu/README.md`). The smoke-scale rows are kept below them for comparison.", "",
+          "GPU-scale rows come first; a row with 1 seed has no interval and is inconclusive by construction. The "
+          "smoke-scale rows are kept below them for comparison. Each interval is 95% for its own row: across the "
+          "~20 GPU- and smoke-scale rows about one would exclude 0 by chance when no effect exists, so a single "
+          "*supported* or *contradicted* row among many *inconclusive* ones of the same claim is weak evidence "
+          "(no multiplicity correction is applied).", "",
           *markdown_table(header, build(repo)), "",
           "Figure: `results/figures/claims.png` (the same rows as a forest plot).", "",
           "Command: `python -m experiments.claims`; the run folders' commits and hardware are in each study's table "

@@ -100,7 +100,8 @@ run right before this one, while the machine is still warm"
   (cd "$GPU_STAGE" && sha256sum --quiet -c SHA256SUMS) || die "staged files in $GPU_STAGE are corrupt: rerun stage1.sh"
 
   say "reassembling smollm2.tar"
-  parts=$(for f in "$GPU_STAGE"/smollm2.tar.a? "$GPU2_DIR"/smollm2.tar.a?; do [[ -f $f ]] && echo "${f##*/} $f"; done \
+  # "|| true": a folder with no part (.gpu2 now carries none) must not end the script (set -e, pipefail)
+  parts=$(for f in "$GPU_STAGE"/smollm2.tar.a? "$GPU2_DIR"/smollm2.tar.a?; do [[ -f $f ]] && echo "${f##*/} $f" || true; done \
           | sort -u -k1,1 | cut -d' ' -f2)
   say "parts: $(echo $parts)"
   # shellcheck disable=SC2086

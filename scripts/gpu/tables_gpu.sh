@@ -179,7 +179,7 @@ bench() {  # GPU 0 alone, from BENCH_SRC (default: the tables' archive): issue 1
     --rows floor,peft_lora,lora,lora_dash,plora --modes compiled --git-commit "$sha" \
     --out "$B/step_time_llama3_shape_8l_compiled_dropout005_$short.json" 2>&1 | grep -v "it/s\]\|s/it\]"
   echo "== svd_switch llama3-8b on GPU 0 ($(left) s left)"
-  CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/svd_switch.py --device cuda --shapes llama3-8b --repeats 2 \
+  CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/svd_switch.py --device cuda --shapes llama3-8b --repeats 1 \
     --git-commit "$sha" --out "$B/svd_switch_llama3_8b_h200_$short.json" 2>&1
 }
 

@@ -21,7 +21,7 @@ def test_stages_are_timed_and_the_svd_matches_float64(tmp_path: Path) -> None:
     assert svd_switch.main(["--device", "cpu", "--shapes", "48x32:3,32x80", "--repeats", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = {tuple(r["shape"]): r for r in result["rows"]}
-    assert set(rows) == {(48, 32), (32, 80)} and rows[(48, 32)]["count"] == 3
+    assert set(rows) == {(48, 32), (32, 80)} and rows[(48, 32)]["count"] == 3 and result["complete"]
     for r in rows.values():
         svd = r["svd"]["default"]
         # fp32 SVD of a bf16 weight against the float64 SVD of the same bf16 values
