@@ -38,6 +38,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import platform
 import shlex
 import sys
@@ -347,6 +348,9 @@ def environment(args: argparse.Namespace, argv: list[str] | None) -> dict[str, A
         "transformers": transformers.__version__,
         "lm_eval": lm_eval_version,
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        # tokenising is a third to a half of the fast rows' time: the Rust tokenizer's batch parallelism matters
+        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "unset (the library's default: on)"),
         "git": git,
         "command": shlex.join([sys.executable, *([sys.argv[0]] if argv is None else ["benchmarks/eval_speed.py"]),
                                *(sys.argv[1:] if argv is None else argv)]),

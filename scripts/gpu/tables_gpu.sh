@@ -169,7 +169,9 @@ bench() {  # GPU 0 alone, from BENCH_SRC (default: the tables' archive): issue 1
   # then: the tf32 / bf16 rows with the re-check (eval_speed's defaults), dropout 0.05 through lora_fused's packed
   # mask, two PLoRA unloads (first and later), and the SVD switch's stages (benchmarks/NOTES.md has the predictions).
   echo "== eval_speed hellaswag (fp32, tf32, bf16, re-check) on GPU 0 ($(left) s left)"
-  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/eval_speed.py --device cuda --task hellaswag --items 4000 \
+  # TOKENIZERS_PARALLELISM: the runs need it off (they fork), the benchmark measures the tokenizer's default (on):
+  # at 901b151 tokenising took 2.6 of the tf32 rows' 4.7 s with it off (benchmarks/NOTES.md)
+  CUDA_VISIBLE_DEVICES=0 TOKENIZERS_PARALLELISM=true timeout 300 python3 benchmarks/eval_speed.py --device cuda --task hellaswag --items 4000 \
     --reference-items 500 --gen-items 0 --git-commit "$sha" \
     --out "$B/eval_speed_hellaswag_h200_$short.json" 2>&1 | grep -v "it/s\]\|s/it\]\|request/s\]\|prompt/s\]"
   echo "== step_time compiled, dropout 0.05, on GPU 0 ($(left) s left)"
