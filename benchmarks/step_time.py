@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plora-stage", type=int, default=200,
                    help="PLoRA stage length in steps, to amortise one unload (the repo's default unload_every)")
     p.add_argument("--plora-momentum", type=float, default=0.0)
+    p.add_argument("--profile-unload", action="store_true",
+                   help="also profile a third PLoRA unload (torch.profiler, CPU and CUDA): its top operators by self "
+                        "time go into the plora row (unload_profile) and the notes")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -231,6 +234,25 @@ def timed_call(device: str, fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, (time.perf_counter() - t0) * 1e3
 
 
+def profile_call(device: str, fn: Callable[[], Any], top: int = 15) -> list[dict[str, Any]]:
+    """The operators of one call of ``fn`` under torch.profiler, by self time (device time first on CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    sync(device)
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    rows = []
+    for e in prof.key_averages():
+        dev_us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0
+        rows.append({"op": e.key, "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 3),
+                     "self_device_ms": round(dev_us / 1e3, 3)})
+    rows.sort(key=lambda r: (r["self_device_ms"] + r["self_cpu_ms"]), reverse=True)
+    return rows[:top]
+
+
 def cuda_mib(fn: str) -> float | None:
     return round(getattr(torch.cuda, fn)() / MIB, 1) if torch.cuda.is_available() else None
 
@@ -353,6 +375,9 @@ def run_row(row: str, compiled: bool, args: argparse.Namespace, batch: torch.Ten
             times.append(unload_ms)
             _, after_unload = timed_steps(runner.step, 1, args.device)  # training goes on after the boundary
             losses += after_unload
+        if args.profile_unload:
+            rec["unload_profile"] = profile_call(args.device, lambda: runner.method.unload(
+                runner.model, runner.steps_done, runner.optimizer, reason="benchmark"))
         rec["unload_ms_first"] = round(times[0], 3)
         rec["unload_ms"] = round(times[1], 3)
         rec["unload_merged_norm"] = stage["merged_norm"]
@@ -450,6 +475,9 @@ def markdown(result: dict[str, Any]) -> str:
             notes.append(f"unload {rec['unload_ms']:,.0f} ms (first {first:,.0f} ms) amortised over "
                          f"{rec['plora_stage_steps']} steps: "
                          f"{rec['ms_per_step_amortised']:,.2f} ms/step (× floor uses it)")
+        if rec.get("unload_profile"):
+            notes.append("unload's top operators (self CPU / device ms): " + ", ".join(
+                f"{r['op']} {r['self_cpu_ms']:,.1f}/{r['self_device_ms']:,.1f}" for r in rec["unload_profile"][:3]))
         if "attach_s" in rec:
             notes.append(f"attach (SVDs) {rec['attach_s']:,.1f} s")
         if not rec["trained"]:

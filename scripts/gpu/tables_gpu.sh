@@ -178,7 +178,7 @@ bench() {  # GPU 0 alone, from BENCH_SRC (default: the tables' archive): issue 1
   CUDA_VISIBLE_DEVICES=0 timeout 360 python3 benchmarks/step_time.py --model llama-shape --layers 8 --hidden 4096 \
     --intermediate 14336 --heads 32 --kv-heads 8 --vocab 128256 --batch 8 --seq 512 --precision bf16 --r 32 \
     --dropout 0.05 --targets q_proj,k_proj,v_proj,up_proj,down_proj --dash-s 8 --plora-stage 200 --warmup 3 --steps 10 \
-    --rows floor,peft_lora,lora,lora_dash,plora --modes compiled --git-commit "$sha" \
+    --rows floor,peft_lora,lora,lora_dash,plora,svf --modes compiled --profile-unload --git-commit "$sha" \
     --out "$B/step_time_llama3_shape_8l_compiled_dropout005_$short.json" 2>&1 | grep -v "it/s\]\|s/it\]"
   echo "== svd_switch llama3-8b on GPU 0 ($(left) s left)"
   CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/svd_switch.py --device cuda --shapes llama3-8b --repeats 1 \

@@ -27,7 +27,7 @@ def step_time():
 @pytest.fixture(scope="module")
 def result(step_time, tmp_path_factory):
     out = tmp_path_factory.mktemp("step_time") / "tiny.json"
-    step_time.main([*TINY, "--modes", "eager", "--out", str(out)])
+    step_time.main([*TINY, "--modes", "eager", "--profile-unload", "--out", str(out)])
     return json.loads(out.read_text()), out
 
 
@@ -54,6 +54,9 @@ def test_json_keys(result):
     assert rows["lora_dash"]["switch_ms"] > 0 and rows["lora_dash"]["switched_layers"] == 7
     plora = rows["plora"]
     assert plora["unload_ms"] > 0 and plora["unload_ms_first"] > 0 and plora["plora_stage_steps"] == 4
+    # --profile-unload: a third unload under torch.profiler, its operators by self time (the merge's add among them)
+    ops = {r["op"] for r in plora["unload_profile"]}
+    assert "aten::add_" in ops and all(r["self_cpu_ms"] >= 0 for r in plora["unload_profile"])
     assert plora["ms_per_step_amortised"] == pytest.approx(plora["ms_per_step"] + plora["unload_ms"] / 4, abs=2e-3)
     assert plora["ratio_vs_floor"] == pytest.approx(plora["ms_per_step_amortised"] / rows["floor"]["ms_per_step"],
                                                     abs=2e-3)
