@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.report.paired import Paired, paired
+from experiments.report.paired import Paired, holm, paired
 from experiments.report.render import atomic_write_text, markdown_table
 
 
@@ -130,14 +130,24 @@ def pair(repo: Path, c: Comparison) -> Paired:
     return paired(ours, theirs)
 
 
+def family(c: Comparison) -> str:
+    """The family a row's p-value is adjusted within: its scale (GPU-scale studies or smoke-scale ones)."""
+    return "gpu" if "GPU scale" in c.study else "smoke"
+
+
 def build(repo: Path, comparisons: Sequence[Comparison] = COMPARISONS) -> list[list[str]]:
+    pairs = [pair(repo, c) for c in comparisons]
+    adjusted: dict[int, float | None] = {}
+    for fam in {family(c) for c in comparisons}:
+        idx = [i for i, c in enumerate(comparisons) if family(c) == fam]
+        adjusted.update(zip(idx, holm([pairs[i].p_value for i in idx]), strict=True))
     rows = []
-    for c in comparisons:
+    for i, (c, p) in enumerate(zip(comparisons, pairs, strict=True)):
         theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
-        p = pair(repo, c)
         per_seed = ", ".join(f"{d:+.3f}" for d in p.diffs) or "no paired seeds"
+        pv = "—" if p.p_value is None else f"{p.p_value:.3f} ({adjusted[i]:.2f})"
         rows.append([c.claim, c.metric, f"{label(c, c.ours, c.seed_suffix)} − {label(c, c.theirs, theirs_suffix)}",
-                     str(p.n), per_seed, p.text(3), p.verdict(c.higher_is_better), c.study])
+                     str(p.n), per_seed, p.text(3), p.verdict(c.higher_is_better), pv, c.study])
     return rows
 
 
@@ -200,17 +210,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="results", help="writes <out>/tables/claims.md")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     repo = Path(__file__).resolve().parents[1]
-    header = ["claim", "metric", "difference", "seeds", "per seed", "mean [95% CI]", "verdict", "study"]
+    header = ["claim", "metric", "difference", "seeds", "per seed", "mean [95% CI]", "verdict", "p (Holm)", "study"]
     md = ["# The papers' claims against our runs", "",
           "Paired by seed (same carve-out on both sides), 95% Student-t interval over seeds "
           "(`experiments/report/paired.py`); verdict for the paper's direction: *supported* when the interval lies "
           "on that side of 0, *contradicted* when on the other, else *inconclusive*. **No study here is at the "
           "papers' scale** (each names its own): a verdict is about our runs, not about the paper at its scale. "
           "GPU-scale rows come first; a row with 1 seed has no interval and is inconclusive by construction. The "
-          "smoke-scale rows are kept below them for comparison. Each interval is 95% for its own row: across the "
-          "~20 GPU- and smoke-scale rows about one would exclude 0 by chance when no effect exists, so a single "
-          "*supported* or *contradicted* row among many *inconclusive* ones of the same claim is weak evidence "
-          "(no multiplicity correction is applied).", "",
+          "smoke-scale rows are kept below them for comparison. Each interval is 95% for its own row, so across "
+          "many rows some exclude 0 by chance when no effect exists; *p (Holm)* gives each row's two-sided paired "
+          "t-test p-value and, in brackets, its Holm-adjusted value within its scale's family of rows (GPU-scale "
+          "rows, smoke-scale rows), which bounds the chance of any false verdict in the family at the stated "
+          "level: a verdict whose adjusted p is above 0.05 may be one of those chance exclusions.", "",
           *markdown_table(header, build(repo)), "",
           "Figure: `results/figures/claims.png` (the same rows as a forest plot).", "",
           "Command: `python -m experiments.claims`; the run folders' commits and hardware are in each study's table "

@@ -38,6 +38,17 @@ class Paired:
         better, worse = (self.low > 0, self.high < 0) if higher_is_better else (self.high < 0, self.low > 0)
         return "supported" if better else "contradicted" if worse else "inconclusive"
 
+    @property
+    def p_value(self) -> float | None:
+        """Two-sided one-sample t-test of H0: E[d] = 0 on the per-seed differences (None below 2 seeds)."""
+        if self.n < 2 or self.mean is None:
+            return None
+        sd = math.sqrt(math.fsum((d - self.mean) ** 2 for d in self.diffs) / (self.n - 1))
+        if sd == 0.0:
+            return 1.0 if self.mean == 0.0 else 0.0
+        t = abs(self.mean) / (sd / math.sqrt(self.n))
+        return float(2.0 * stats.t.sf(t, self.n - 1))
+
     def text(self, digits: int = 3) -> str:
         """``mean [low, high]`` (or the lone difference) with ``digits`` decimals."""
         if self.mean is None:
@@ -65,3 +76,16 @@ def from_diffs(diffs: Sequence[float], seeds: Sequence[int] = (), level: float =
     sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return Paired(tuple(seeds), tuple(diffs), mean, mean - half, mean + half, level)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None entries stay None and do not count): the k-th
+    smallest of m becomes max over j <= k of min(1, (m − j + 1) · p_(j)). Controls the family-wise error rate."""
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(present)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

@@ -28,6 +28,11 @@ def test_plora_row_is_the_seedwise_gsm8k_difference() -> None:
     # lower bits per byte is the paper's direction: the claim is supported when the whole interval is below 0
     expected = "supported" if mean + half < 0 else "contradicted" if mean - half > 0 else "inconclusive"
     assert row[5] == f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]" and row[6] == expected
+    from scipy.stats import ttest_1samp
+
+    # a family of one row: Holm leaves its p-value as it is
+    p = float(ttest_1samp(diffs, 0.0).pvalue)
+    assert row[7] == f"{p:.3f} ({p:.2f})"
 
 
 @pytest.mark.skipif(not (REPO / "results" / "runs" / "table2_glue_gpu").exists(), reason="no committed GPU GLUE runs")

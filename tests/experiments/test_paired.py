@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.report.paired import from_diffs, paired
+from experiments.report.paired import from_diffs, holm, paired
 
 
 def test_interval_matches_a_hand_computation_with_the_tabulated_t() -> None:
@@ -23,3 +23,17 @@ def test_pairs_by_seed_and_reads_the_claimed_direction() -> None:
     assert p.verdict(higher_is_better=True) == "supported" and p.verdict(higher_is_better=False) == "contradicted"
     one = paired({0: 1.0}, {0: 0.5})
     assert one.low is None and one.verdict() == "inconclusive" and "1 seed" in one.text()
+
+
+def test_p_value_matches_the_closed_form_t_distribution_with_two_degrees_of_freedom() -> None:
+    # With 2 degrees of freedom F(t) = 1/2 + t / (2 sqrt(2 + t²)), so the two-sided p = 1 − t / sqrt(2 + t²).
+    d = [1.0, 2.0, 6.0]
+    t = 3.0 / (7 ** 0.5 / 3 ** 0.5)
+    assert from_diffs(d).p_value == pytest.approx(1 - t / (2 + t * t) ** 0.5, rel=1e-9)
+    assert from_diffs([0.5]).p_value is None and from_diffs([0.2, 0.2]).p_value == 0.0
+
+
+def test_holm_adjustment_by_hand() -> None:
+    # sorted 0.01, 0.03, 0.04 of m = 3: 3·0.01 = 0.03; max(0.03, 2·0.03) = 0.06; max(0.06, 1·0.04) = 0.06
+    assert holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
