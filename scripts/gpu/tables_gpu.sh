@@ -39,6 +39,7 @@
 #   ONLY (an extended regex on the run names, anchored: only those runs are queued; e.g. to finish the 5a62216 tables
 #   on a fresh machine, from the same archive: ONLY='table1_commonsense_gpu_lora_dash_.*_seed1|(table1_commonsense|plora)_gpu_.*_seed2|plora_gpu_.*_seed1')
 #   DRY=1 (start: write and print the queue, run nothing)
+#   BENCH_SET="eval step svd" (start: which GPU 0 benchmarks run; "" = none, GPU 0's slots start at once)
 #   BENCH_SHA (start: run the GPU 0 benchmarks from this commit's archive, carried as .gpu_bench_src.tgz beside
 #   .gpu_src.tgz, extracted into /tmp/src_bench; the tables still run the commit given to start)
 set -uo pipefail
@@ -170,21 +171,28 @@ bench() {  # GPU 0 alone, from BENCH_SRC (default: the tables' archive): issue 1
   # The 5a62216 lease ran the fp32-only eval and the dropout-0 compiled rows (this function at that commit); since
   # then: the tf32 / bf16 rows with the re-check (eval_speed's defaults), dropout 0.05 through lora_fused's packed
   # mask, two PLoRA unloads (first and later), and the SVD switch's stages (benchmarks/NOTES.md has the predictions).
+  local set=" ${BENCH_SET:-eval step svd} "
+  if [[ $set == *" eval "* ]]; then
   echo "== eval_speed hellaswag (fp32, tf32, bf16, re-check) on GPU 0 ($(left) s left)"
   # TOKENIZERS_PARALLELISM: the runs need it off (they fork), the benchmark measures the tokenizer's default (on):
   # at 901b151 tokenising took 2.6 of the tf32 rows' 4.7 s with it off (benchmarks/NOTES.md)
   CUDA_VISIBLE_DEVICES=0 TOKENIZERS_PARALLELISM=true timeout 300 python3 benchmarks/eval_speed.py --device cuda --task hellaswag --items 4000 \
     --reference-items 500 --gen-items 0 --git-commit "$sha" \
     --out "$B/eval_speed_hellaswag_h200_$short.json" 2>&1 | grep -v "it/s\]\|s/it\]\|request/s\]\|prompt/s\]"
+  fi
+  if [[ $set == *" step "* ]]; then
   echo "== step_time compiled, dropout 0.05, on GPU 0 ($(left) s left)"
   CUDA_VISIBLE_DEVICES=0 timeout 360 python3 benchmarks/step_time.py --model llama-shape --layers 8 --hidden 4096 \
     --intermediate 14336 --heads 32 --kv-heads 8 --vocab 128256 --batch 8 --seq 512 --precision bf16 --r 32 \
     --dropout 0.05 --targets q_proj,k_proj,v_proj,up_proj,down_proj --dash-s 8 --plora-stage 200 --warmup 3 --steps 10 \
     --rows floor,peft_lora,lora,lora_dash,plora,svf --modes compiled --profile-unload --git-commit "$sha" \
     --out "$B/step_time_llama3_shape_8l_compiled_dropout005_$short.json" 2>&1 | grep -v "it/s\]\|s/it\]"
+  fi
+  if [[ $set == *" svd "* ]]; then
   echo "== svd_switch llama3-8b on GPU 0 ($(left) s left)"
   CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/svd_switch.py --device cuda --shapes llama3-8b --repeats 1 \
     --git-commit "$sha" --out "$B/svd_switch_llama3_8b_h200_$short.json" 2>&1
+  fi
 }
 
 runner() {  # detached: the queue through xargs, 2K slots
