@@ -3,6 +3,9 @@
 #
 #   bash scripts/gpu/stage1.sh [PART_DIR]   (repo root; the call carries PART_DIR, default .gpu1)
 #
+# Current layout (2026-11-30): PART_DIR is one of .gpuA, .gpuB, ... made by scripts/gpu/pack_payload.py (<= 26 MB each,
+# since the repository travelling with every call is 38 MB); the history below is how the layout came to be.
+#
 # Since the repository grew (~21 MiB travels with every call), the payload travels in three parts: call 1 stages
 # .gpu1, call 2 stages .gpu2a (each folder with its own SHA256SUMS; the sums are merged in the stage), call 3 carries
 # .gpu2 and runs bootstrap.sh, which joins every smollm2.tar.a? part it finds in the stage and in .gpu2, in name order.
