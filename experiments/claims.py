@@ -135,12 +135,18 @@ def family(c: Comparison) -> str:
     return "gpu" if "GPU scale" in c.study else "smoke"
 
 
-def build(repo: Path, comparisons: Sequence[Comparison] = COMPARISONS) -> list[list[str]]:
-    pairs = [pair(repo, c) for c in comparisons]
+def holm_by_family(comparisons: Sequence[Comparison], pairs: Sequence[Paired]) -> dict[int, float | None]:
+    """Each row's Holm-adjusted p-value within its family (:func:`family`), by row index."""
     adjusted: dict[int, float | None] = {}
     for fam in {family(c) for c in comparisons}:
         idx = [i for i, c in enumerate(comparisons) if family(c) == fam]
         adjusted.update(zip(idx, holm([pairs[i].p_value for i in idx]), strict=True))
+    return adjusted
+
+
+def build(repo: Path, comparisons: Sequence[Comparison] = COMPARISONS) -> list[list[str]]:
+    pairs = [pair(repo, c) for c in comparisons]
+    adjusted = holm_by_family(comparisons, pairs)
     rows = []
     for i, (c, p) in enumerate(zip(comparisons, pairs, strict=True)):
         theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
@@ -160,9 +166,10 @@ def plot(repo: Path, path: Path, comparisons: Sequence[Comparison] = COMPARISONS
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels: dict[str, list[tuple[str, Paired, float]]] = {"accuracy points": [], "bits per byte": []}
-    for c in comparisons:
-        p = pair(repo, c)
+    pairs = [pair(repo, c) for c in comparisons]
+    adjusted = holm_by_family(comparisons, pairs)
+    panels: dict[str, list[tuple[str, Paired, float, float | None]]] = {"accuracy points": [], "bits per byte": []}
+    for i, (c, p) in enumerate(zip(comparisons, pairs, strict=True)):
         if not p.n:
             continue
         unit = "bits per byte" if "bits/byte" in c.metric else "accuracy points"
@@ -170,7 +177,8 @@ def plot(repo: Path, path: Path, comparisons: Sequence[Comparison] = COMPARISONS
         theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
         sides = f"{label(c, c.ours, c.seed_suffix)} − {label(c, c.theirs, theirs_suffix)}".replace("`", "")
         study = c.study.split(":")[0].split(",")[0].replace(" at GPU scale", "")
-        panels[unit].append((f"[{scale_name}] {study}, {c.metric}: {sides}", p, 1.0 if c.higher_is_better else -1.0))
+        panels[unit].append((f"[{scale_name}] {study}, {c.metric}: {sides}", p, 1.0 if c.higher_is_better else -1.0,
+                             adjusted[i]))
     panels = {k: v for k, v in panels.items() if v}
     if not panels:
         raise ValueError("no comparison has a paired seed: nothing to plot (are the run folders under results/runs?)")
@@ -178,14 +186,16 @@ def plot(repo: Path, path: Path, comparisons: Sequence[Comparison] = COMPARISONS
     fig, axes = plt.subplots(len(panels), 1, figsize=(14, 0.42 * sum(heights) + 1.6 * len(panels)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, (unit, rows) in zip(axes[:, 0], panels.items(), strict=True):
-        for i, (_name, p, sign) in enumerate(rows):
+        for i, (_name, p, sign, p_holm) in enumerate(rows):
             y = len(rows) - 1 - i
             ax.scatter([sign * d for d in p.diffs], [y] * p.n, s=12, color="0.6", zorder=2)
             if p.low is not None and p.high is not None and p.mean is not None:
                 lo, hi = sorted((sign * p.low, sign * p.high))
                 color = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:blue"
                 ax.plot([lo, hi], [y, y], color=color, lw=2, zorder=1)
-                ax.scatter([sign * p.mean], [y], color=color, s=36, zorder=3)
+                strong = p_holm is not None and p_holm < 1 - p.level  # survives Holm within its scale's family
+                ax.scatter([sign * p.mean], [y], s=36, zorder=3, color=color if strong else "white", edgecolors=color,
+                           linewidths=1.5)
             ax.text(1.01, y, f"n={p.n}", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize=7)
@@ -193,7 +203,8 @@ def plot(repo: Path, path: Path, comparisons: Sequence[Comparison] = COMPARISONS
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("The papers' claims against our runs: mean paired difference over seeds, 95% Student-t "
                          "interval\n(green: supported, red: contradicted, blue: inconclusive; grey dots: the seeds; "
-                         "n = 1: no interval)", fontsize=9, x=0.01, ha="left")
+                         "n = 1: no interval; a filled mean: Holm-adjusted p < 0.05 within its scale's rows, "
+                         "hollow: not)", fontsize=9, x=0.01, ha="left")
     fig.text(0.01, 0.005, "None of these studies is at a paper's scale. `python -m experiments.claims`; "
              "results/tables/claims.md lists every row with its study.", fontsize=7)
     fig.tight_layout(rect=(0, 0.02, 1, 0.97))
