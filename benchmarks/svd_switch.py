@@ -9,7 +9,9 @@ and the cache write (`safetensors` of U, σ, Vᵀ); a warm switch is the hash an
 separately, for each distinct shape of the model, with every `torch.linalg.svd` driver the device offers (CUDA:
 gesvd, gesvdj, gesvda, and the default), and checks each driver's σ against a float64 reference on the CPU
 (max relative error of σ over σ_1, and ‖U diag(σ) Vᵀ − W‖_F / ‖W‖_F), so that a faster driver is only taken where
-it is exact enough.
+it is exact enough. Where a shape repeats (8 q matrices, 16 k/v, ...), one batched `torch.linalg.svd` over all of
+them is timed too (``svd_batched``: the issue's "batched where shapes repeat"; cuSOLVER batches only small matrices,
+so this says whether batching the switch's SVDs would pay).
 
     python benchmarks/svd_switch.py --device cuda --shapes llama3-8b --out $OUT/svd_switch.json   # GPU (about 2 min)
     python benchmarks/svd_switch.py --device cpu --shapes 96x64,64x160 --repeats 1                   # CPU check
@@ -73,7 +75,7 @@ def accuracy(w: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor
 
 
 def measure(shape: tuple[int, int], device: torch.device, repeats: int, drivers: Sequence[str | None],
-            cache_root: Path) -> dict[str, Any]:
+            cache_root: Path, count: int = 1) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(*shape, generator=gen).div_(shape[1] ** 0.5).to(device=device, dtype=torch.bfloat16)
     s_ref = torch.linalg.svdvals(w.double().cpu())
@@ -91,6 +93,13 @@ def measure(shape: tuple[int, int], device: torch.device, repeats: int, drivers:
             continue
         row["svd"][name] = {"seconds": sec, **accuracy(w, U, S, Vh, s_ref)}
         print(f"[svd_switch] {shape[0]}x{shape[1]} {name}: {sec:.2f} s", flush=True)
+    if count > 1:  # the "batched where shapes repeat": one call on the model's `count` matrices of this shape
+        stack = w32.expand(count, *shape).contiguous()
+        sec, (U, S, Vh) = timed(lambda: torch.linalg.svd(stack, full_matrices=False), device, 1)
+        row["svd_batched"] = {"count": count, "seconds": sec, "per_matrix_s": sec / count,
+                              **accuracy(w, U[0], S[0], Vh[0], s_ref)}
+        print(f"[svd_switch] {shape[0]}x{shape[1]} batched x{count}: {sec:.2f} s", flush=True)
+        del stack, U, S, Vh
     cache = SVDCache(cache_root)
     name = f"w{shape[0]}x{shape[1]}"
     row["cold_get_s"], _ = timed(lambda: cache.get("bench", f"{name}-{time.perf_counter_ns()}", w), device, 1)
@@ -120,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.cache_dir) if args.cache_dir else Path(tmp)
         for shape, n in shapes.items():  # each shape's row is written as soon as it is measured (a timeout keeps it)
-            rows.append({**measure(shape, device, args.repeats, drivers, root), "count": n})
+            rows.append({**measure(shape, device, args.repeats, drivers, root, n), "count": n})
             write(args, device, rows, drivers, complete=len(rows) == len(shapes))
     return 0
 
@@ -135,6 +144,9 @@ def write(args: argparse.Namespace, device: torch.device, rows: list[dict[str, A
         name = driver or "default"
         if all("seconds" in r["svd"][name] for r in rows):
             total[f"svd_{name}_s"] = sum(r["svd"][name]["seconds"] * r["count"] for r in rows)
+    if all("seconds" in r["svd"].get("default", {}) for r in rows):  # one batched call per repeated shape
+        total["svd_default_batched_s"] = sum(r["svd_batched"]["seconds"] if "svd_batched" in r
+                                             else r["svd"]["default"]["seconds"] for r in rows)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "commit": args.git_commit or os.environ.get("SPECTUNE_GIT_COMMIT"),
               "shapes": args.shapes, "repeats": args.repeats, "complete": complete, "rows": rows,

@@ -27,6 +27,11 @@ def test_stages_are_timed_and_the_svd_matches_float64(tmp_path: Path) -> None:
         # fp32 SVD of a bf16 weight against the float64 SVD of the same bf16 values
         assert svd["sigma_max_rel_err"] < 1e-5 and svd["recon_rel_err"] < 1e-5
         assert r["cold_get_s"] > 0 and r["warm_get_s"] > 0 and r["cache_file_mib"] > 0
+    batched = rows[(48, 32)]["svd_batched"]  # 3 matrices of one shape: one batched call, as exact as one
+    assert batched["count"] == 3 and batched["seconds"] > 0 and batched["sigma_max_rel_err"] < 1e-5
+    assert "svd_batched" not in rows[(32, 80)]
+    assert result["model_total"]["svd_default_batched_s"] == pytest.approx(
+        batched["seconds"] + rows[(32, 80)]["svd"]["default"]["seconds"])
     expected = sum(r["hash_s"] * r["count"] for r in rows.values())
     assert result["model_total"]["hash_s"] == pytest.approx(expected)
 
