@@ -13,7 +13,7 @@ it is exact enough. Where a shape repeats (8 q matrices, 16 k/v, ...), one batch
 them is timed too (``svd_batched``: the issue's "batched where shapes repeat"; cuSOLVER batches only small matrices,
 so this says whether batching the switch's SVDs would pay).
 
-    python benchmarks/svd_switch.py --device cuda --shapes llama3-8b --out $OUT/svd_switch.json   # GPU (about 2 min)
+    python benchmarks/svd_switch.py --device cuda --shapes llama3-8b --out $OUT/svd_switch.json  # GPU: > 4 min
     python benchmarks/svd_switch.py --device cpu --shapes 96x64,64x160 --repeats 1                   # CPU check
 
 Random Gaussian weights (a spectrum like a trained matrix's does not change the cost of a dense SVD); seed fixed.

@@ -190,7 +190,10 @@ bench() {  # GPU 0 alone, from BENCH_SRC (default: the tables' archive): issue 1
   fi
   if [[ $set == *" svd "* ]]; then
   echo "== svd_switch llama3-8b on GPU 0 ($(left) s left)"
-  CUDA_VISIBLE_DEVICES=0 timeout 240 python3 benchmarks/svd_switch.py --device cuda --shapes llama3-8b --repeats 1 \
+  # every driver and the float64 references took > 240 s at 901b151: the default and gesvdj first (rows are written
+  # as each shape finishes, so a timeout keeps what was measured)
+  CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/svd_switch.py --device cuda --shapes llama3-8b --repeats 1 \
+    --drivers default,gesvdj \
     --git-commit "$sha" --out "$B/svd_switch_llama3_8b_h200_$short.json" 2>&1
   fi
 }
