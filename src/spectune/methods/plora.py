@@ -158,7 +158,7 @@ class PeriodicLoRA(LoRA):
         """
         m = self.spec.momentum
         stage = len(self.stages) + 1
-        merged_sq = []  # ‖ΔW_l‖², kept on the device: one synchronisation per unload, not one per layer
+        merged_sq = 0.0
         params: list[nn.Parameter] = []
         for name, layer in lora_layers(model):
             key = base_name(name)
@@ -180,7 +180,7 @@ class PeriodicLoRA(LoRA):
                     new_a = kaiming_uniform_a_sqrt5(tuple(a32.shape), self._generator(stage, key)).to(W.device)
                     new_b = torch.zeros_like(b32)
                 self.factors.setdefault(key, []).append((b_merged.to("cpu", copy=True), a32.to("cpu", copy=True)))
-                merged_sq.append(torch.linalg.vector_norm(delta).square())
+                merged_sq += float(torch.linalg.vector_norm(delta) ** 2)
                 A.copy_(new_a.to(device=A.device, dtype=A.dtype))
                 B.copy_(new_b.to(device=B.device, dtype=B.dtype))
             set_trainable(A, new_a)
@@ -189,8 +189,7 @@ class PeriodicLoRA(LoRA):
         reset_moments(params, optimizer, self.spec.moments, keep=self.spec.prune_keep,
                       generator=torch.Generator().manual_seed(self.spec.seed * 31 + stage))
         record = {"stage": stage, "step": int(step), "reason": reason, "momentum": m,
-                  "merged_norm": math.sqrt(float(torch.stack([t.to(merged_sq[0].device) for t in merged_sq]).sum()))
-                  if merged_sq else 0.0, "layers": len(self.factors)}
+                  "merged_norm": math.sqrt(merged_sq), "layers": len(self.factors)}
         self.stages.append(record)
         return record
 
