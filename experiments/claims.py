@@ -122,11 +122,20 @@ def label(c: Comparison, cell: str, suffix: str) -> str:
     return f"`{cell.split('/')[-2]}{suffix if c.theirs_suffix is not None else ''}`"
 
 
+def theirs_suffix_of(c: Comparison) -> str:
+    """The other side's seed-folder suffix: ``theirs_suffix`` when set, else the comparison's ``seed_suffix``."""
+    return c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
+
+
+def sides(c: Comparison) -> str:
+    """The row's difference as shown: ``ours − theirs``."""
+    return f"{label(c, c.ours, c.seed_suffix)} − {label(c, c.theirs, theirs_suffix_of(c))}"
+
+
 def pair(repo: Path, c: Comparison) -> Paired:
     """The comparison's paired differences ours − theirs over the seeds both sides have."""
-    theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
     ours = task_mean(repo / c.runs, c.ours, c.read, c.seed_suffix, c.tasks)
-    theirs = task_mean(repo / c.runs, c.theirs, c.read, theirs_suffix, c.tasks)
+    theirs = task_mean(repo / c.runs, c.theirs, c.read, theirs_suffix_of(c), c.tasks)
     return paired(ours, theirs)
 
 
@@ -149,10 +158,9 @@ def build(repo: Path, comparisons: Sequence[Comparison] = COMPARISONS) -> list[l
     adjusted = holm_by_family(comparisons, pairs)
     rows = []
     for i, (c, p) in enumerate(zip(comparisons, pairs, strict=True)):
-        theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
         per_seed = ", ".join(f"{d:+.3f}" for d in p.diffs) or "no paired seeds"
         pv = "—" if p.p_value is None else f"{p.p_value:.3f} ({adjusted[i]:.2f})"
-        rows.append([c.claim, c.metric, f"{label(c, c.ours, c.seed_suffix)} − {label(c, c.theirs, theirs_suffix)}",
+        rows.append([c.claim, c.metric, sides(c),
                      str(p.n), per_seed, p.text(3), p.verdict(c.higher_is_better), pv, c.study])
     return rows
 
@@ -173,12 +181,10 @@ def plot(repo: Path, path: Path, comparisons: Sequence[Comparison] = COMPARISONS
         if not p.n:
             continue
         unit = "bits per byte" if "bits/byte" in c.metric else "accuracy points"
-        scale_name = "GPU" if "GPU scale" in c.study else "smoke"
-        theirs_suffix = c.seed_suffix if c.theirs_suffix is None else c.theirs_suffix
-        sides = f"{label(c, c.ours, c.seed_suffix)} − {label(c, c.theirs, theirs_suffix)}".replace("`", "")
+        scale_name = "GPU" if family(c) == "gpu" else "smoke"
         study = c.study.split(":")[0].split(",")[0].replace(" at GPU scale", "")
-        panels[unit].append((f"[{scale_name}] {study}, {c.metric}: {sides}", p, 1.0 if c.higher_is_better else -1.0,
-                             adjusted[i]))
+        name = f"[{scale_name}] {study}, {c.metric}: {sides(c).replace('`', '')}"
+        panels[unit].append((name, p, 1.0 if c.higher_is_better else -1.0, adjusted[i]))
     panels = {k: v for k, v in panels.items() if v}
     if not panels:
         raise ValueError("no comparison has a paired seed: nothing to plot (are the run folders under results/runs?)")
