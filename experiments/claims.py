@@ -51,6 +51,18 @@ def metric_of(task: str, name: str, scale: float = 1.0) -> Callable[[dict[str, A
     return read
 
 
+def task_metric(name: str, scale: float = 1.0) -> Callable[[dict[str, Any]], float | None]:
+    """``name`` of a one-task evaluation's only task entry (Transformer²'s runs:
+    ``{"t2_gsm8k": {...}, "primary": ...}``), so that one reader serves the cells of several tasks
+    (``Comparison.tasks``)."""
+    def read(res: dict[str, Any]) -> float | None:
+        entries = [v for k, v in res.items() if k != "primary" and isinstance(v, dict)]
+        if len(entries) != 1 or entries[0].get(name) is None:
+            return None
+        return scale * float(entries[0][name])
+    return read
+
+
 def accuracy_pct(res: dict[str, Any]) -> float | None:
     """The primary accuracy of a one-task evaluation (a GLUE task), in %."""
     value = (res.get("primary") or {}).get("value")
@@ -63,6 +75,9 @@ ABG = "LoRA-Dash ablation at GPU scale: SST-2, MiniLM, r = 8, s = 8, t = 30 of 4
 PLG = "PeriodicLoRA study at GPU scale: MMLU+GSM8K, SmolLM2-135M, 1 epoch (624 steps, 3 unloads), H200"
 T1 = "LoRA-Dash Table 1, commonsense (8 tasks), SmolLM2-135M, smoke scale (16 steps), 2-core CPU"
 PL = "PeriodicLoRA study, MMLU+GSM8K, SmolLM2-135M, smoke scale (64 steps), H200"
+TT1G = ("Transformer² Table 1 at GPU scale: GSM8K/MBPP/ARC-Easy, full SmolLM2-135M, REINFORCE 10 iterations × 128 "
+        "prompts, H200")
+T2_SEEN = ("gsm8k", "mbpp", "arc_easy")
 RL = "REINFORCE study, ARC-Easy, full SmolLM2-135M, GPU scale (15 iterations × 128 prompts), H200"
 COMPARISONS = [
     *(Comparison("LoRA-Dash beats LoRA at equal rank (most at small r)", T1G, "results/runs/table1_commonsense_gpu",
@@ -80,6 +95,13 @@ COMPARISONS = [
                  f"smollm2/plora-r{r}-m{m}/mmlu_gsm8k", f"smollm2/lora-r{r}/mmlu_gsm8k",
                  f"GSM8K gold bits/byte (r = {r}, {'plain' if m == '0.0' else 'momentum m = ' + m})",
                  metric_of("gsm8k", "bits_per_byte"), False) for r in (1, 8) for m in ("0.0", "0.9")),
+    *(Comparison("SVF beats LoRA with far fewer parameters", TT1G, "results/runs/t2_table1_gpu",
+                 "smollm2/svf-official-mlp/t2_{task}", "smollm2/lora-r16/t2_{task}", name, task_metric(key, scale),
+                 higher, tasks=tasks)
+      for name, key, scale, higher, tasks in (
+          ("Avg test exact match % (3 tasks)", "exact_match", 100.0, True, T2_SEEN),
+          *((f"{t.replace('_', '-')} test exact match %", "exact_match", 100.0, True, (t,)) for t in T2_SEEN),
+          ("mean test gold bits/byte (3 tasks)", "bits_per_byte", 1.0, False, T2_SEEN))),
     *(Comparison("LoRA-Dash beats LoRA at equal rank (most at small r)", T1, "results/runs/table1_commonsense",
                  f"smollm2/dash-r{r}-s8/commonsense", f"smollm2/lora-r{r}/commonsense", f"Avg accuracy % (r = {r})",
                  mean_accuracy, True) for r in (4, 8, 16)),
@@ -243,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           "Figure: `results/figures/claims.png` (the same rows as a forest plot).", "",
           "Command: `python -m experiments.claims`; the run folders' commits and hardware are in each study's table "
           "(`results/tables/table1_commonsense_gpu.md`, `table2_glue_gpu.md`, `plora_gpu.md`, "
-          "`results/figures/dash_ablation_gpu.json`, `results/tables/table1_commonsense.md`, `plora_smoke.md`, "
+          "`results/figures/dash_ablation_gpu.json`, `t2_table1_gpu.md`, `results/tables/table1_commonsense.md`, "
+          "`plora_smoke.md`, "
           "`t2_rl_arc_easy_gpu.md`).", ""]
     atomic_write_text(Path(args.out) / "tables" / "claims.md", "\n".join(md))
     plot(repo, Path(args.out) / "figures" / "claims.png")

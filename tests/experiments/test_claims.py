@@ -71,3 +71,20 @@ def test_plot_writes_a_png_and_skips_comparisons_without_runs(tmp_path: Path) ->
         pytest.skip("no committed runs")
     out = plot(REPO, tmp_path / "claims.png", [empty, *present])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "claims.tmp.png").exists()
+
+
+@pytest.mark.skipif(not (REPO / "results" / "runs" / "t2_table1_gpu").exists(), reason="no committed T² GPU runs")
+def test_svf_vs_lora_avg_row_is_the_seedwise_mean_over_the_three_tasks() -> None:
+    (c,) = [c for c in COMPARISONS if c.runs.endswith("t2_table1_gpu") and len(c.tasks) == 3
+            and "exact match" in c.metric]
+
+    def em(label: str, task: str, k: int) -> float:
+        res = json.loads((REPO / c.runs / "smollm2" / label / f"t2_{task}" / f"seed{k}" / "eval_results.json")
+                         .read_text())
+        return 100 * res[f"t2_{task}"]["exact_match"]
+
+    tasks = ("gsm8k", "mbpp", "arc_easy")
+    diffs = [sum(em("svf-official-mlp", t, k) - em("lora-r16", t, k) for t in tasks) / 3 for k in range(3)]
+    (row,) = build(REPO, [c])
+    assert row[2] == "`svf-official-mlp` − `lora-r16`" and row[3] == "3"
+    assert row[4] == ", ".join(f"{d:+.3f}" for d in diffs)
