@@ -255,3 +255,19 @@ def test_saved_adapter_rebuilds_the_partially_merged_base(tmp_path):
     assert torch.allclose(_logits(merged, batch), trained, atol=1e-5)
     stages, factors = PeriodicLoRA.read_stages(tmp_path)
     assert [s["stage"] for s in stages] == [1, 2, 3] and all(len(v) == 3 for v in factors.values())
+
+
+@pytest.mark.parametrize("device", [None, "cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
+def test_a_init_is_the_cpu_draw_mapped_to_the_bound_on_any_device(device):
+    from spectune.methods.plora import kaiming_uniform_a_sqrt5
+
+    shape = (4, 96)
+    a = kaiming_uniform_a_sqrt5(shape, torch.Generator().manual_seed(7), device=device).cpu()
+    # reference: the same CPU stream in float64, mapped to U(-1/sqrt(d_in), 1/sqrt(d_in)) written differently
+    u = torch.rand(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float32).double().numpy()
+    ref = (2 * u - 1) / np.sqrt(shape[1])
+    assert a.dtype == torch.float32 and np.allclose(a.numpy(), ref, rtol=0, atol=1e-7)
+    # bit-identical to the plain CPU path, wherever the mapping ran
+    plain = kaiming_uniform_a_sqrt5(shape, torch.Generator().manual_seed(7))
+    assert torch.equal(a, plain)

@@ -110,11 +110,18 @@ class PLoraSpec(LoraSpec):
         return 1.0 - self.momentum if self.momentum > 0 else 1.0
 
 
-def kaiming_uniform_a_sqrt5(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+def kaiming_uniform_a_sqrt5(shape: tuple[int, int], generator: torch.Generator,
+                            device: torch.device | str | None = None) -> torch.Tensor:
     """PEFT's / nn.Linear's init of A (r×d_in): kaiming_uniform(a=√5) = U(−b, b), b = gain·√(3/fan_in) with
-    gain = √(2/(1+a²)) = √(1/3), i.e. b = 1/√d_in; drawn in fp32 from ``generator``."""
+    gain = √(2/(1+a²)) = √(1/3), i.e. b = 1/√d_in; drawn in fp32 from the CPU ``generator`` (the same numbers on
+    every device), then mapped to (−b, b) on ``device``: the same values bit for bit (one rounding per elementwise
+    op either way), but the host does only the draw (on a busy GPU host the mapping's two multiplies and a subtract
+    took ~0.9 s of a ~1.1 s unload, benchmarks/NOTES.md)."""
     bound = 1.0 / math.sqrt(shape[1])
-    return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0) * bound
+    u = torch.rand(shape, generator=generator, dtype=torch.float32)
+    if device is not None:
+        u = u.to(device)
+    return (u * 2.0 - 1.0) * bound
 
 
 @register("plora", spec=PLoraSpec, display="PeriodicLoRA",
@@ -177,7 +184,7 @@ class PeriodicLoRA(LoRA):
                     c = self.spec.keep_factor()
                     new_a, new_b = a32 * c, b32 * c
                 else:
-                    new_a = kaiming_uniform_a_sqrt5(tuple(a32.shape), self._generator(stage, key)).to(W.device)
+                    new_a = kaiming_uniform_a_sqrt5(tuple(a32.shape), self._generator(stage, key), device=W.device)
                     new_b = torch.zeros_like(b32)
                 self.factors.setdefault(key, []).append((b_merged.to("cpu", copy=True), a32.to("cpu", copy=True)))
                 merged_sq += float(torch.linalg.vector_norm(delta) ** 2)
