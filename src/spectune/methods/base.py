@@ -8,7 +8,7 @@ notebook or another trainer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -130,6 +130,21 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def parameter_counts(model: nn.Module, pretrained: Sequence[nn.Parameter]) -> tuple[int, int]:
+    """(trainable, total) of ``model`` after a method attached, total measured against the pretrained model.
+
+    ``pretrained``: the model's parameters before the method attached (the list itself, so that no id is reused
+    while it lives). total = the pretrained model's parameters + the parameters the method added (LoRA's A and B,
+    LoRA-Dash's scales, SVF's z), so that a method holding W as buffers (SVF keeps U, σ, V, not W) is measured against
+    the same model size as one that keeps W; :func:`trainable_parameters`' plain count would drop W from the total.
+    """
+    seen = {id(p) for p in pretrained}
+    params = list(model.parameters())
+    added = sum(p.numel() for p in params if id(p) not in seen)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return trainable, sum(p.numel() for p in {id(p): p for p in pretrained}.values()) + added
 
 
 def plain_modules(model: nn.Module) -> dict[str, nn.Module]:

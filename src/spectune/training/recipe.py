@@ -29,7 +29,8 @@ from omegaconf import DictConfig
 from spectune.config import CONF_DIR, method_kwargs, scrub_text, to_container, validate
 from spectune.data.tasks import TaskSplits, load_task, write_indices
 from spectune.errors import ConfigError, RunFolderExistsError, RunFolderMismatchError, UserError
-from spectune.methods import Method, build_method, trainable_parameters
+from spectune.methods import Method, build_method
+from spectune.methods.base import parameter_counts
 from spectune.training.artifacts import load_base, load_trained, model_kind
 from spectune.training.events import EventCallback, EventLogger
 from spectune.training.features import causal_lm_features, encoder_features, t2_features
@@ -84,7 +85,9 @@ def optimizer_steps(cfg: DictConfig, n_train: int) -> int:
     return math.ceil(float(t.epochs) * max(batches // t.grad_accum, 1))
 
 
-def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, Any, Method]:
+def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, Any, Method, tuple[int, int]]:
+    """The model with the method attached, its tokenizer, the method, and (trainable, total) parameters with total
+    counted against the pretrained model (:func:`spectune.methods.base.parameter_counts`)."""
     from transformers import set_seed
 
     method = build_method(cfg.method.name, **method_kwargs(cfg))
@@ -92,9 +95,10 @@ def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, A
     method.check_schedule(optimizer_steps(cfg, len(splits.train)), epochs=cfg.train.epochs)
     set_seed(cfg.seed)  # classifier heads and LoRA's A are initialised from this seed
     model, tok = load_base(cfg)
+    pretrained = list(model.parameters())
     task_type = "CAUSAL_LM" if model_kind(cfg) == "causal_lm" else "SEQ_CLS"
     model = method.attach(model, task_type)
-    return model, tok, method
+    return model, tok, method, parameter_counts(model, pretrained)
 
 
 def build_features(cfg: DictConfig, records, tok) -> list[dict[str, Any]]:
@@ -227,8 +231,7 @@ def _run_cell(cfg: DictConfig, folder: RunFolder, mode: str, t0: float) -> dict[
     torch.set_flush_denormal(True)
 
     splits = setup_data(cfg)
-    model, tok, method = setup_model(cfg, splits)
-    n_trainable, n_total = trainable_parameters(model)
+    model, tok, method, (n_trainable, n_total) = setup_model(cfg, splits)
     main = is_main_process()
     container = to_container(cfg)
     env = environment()
