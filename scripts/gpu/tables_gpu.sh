@@ -39,7 +39,8 @@
 #   ONLY (an extended regex on the run names, anchored: only those runs are queued; e.g. to finish the 5a62216 tables
 #   on a fresh machine, from the same archive: ONLY='table1_commonsense_gpu_lora_dash_.*_seed1|(table1_commonsense|plora)_gpu_.*_seed2|plora_gpu_.*_seed1')
 #   DRY=1 (start: write and print the queue, run nothing)
-#   BENCH_SET="eval step svd" (start: which GPU 0 benchmarks run; "" = none, GPU 0's slots start at once)
+#   BENCH_SET="eval step svd" (start: which GPU 0 benchmarks run; set and empty (BENCH_SET="") = none, GPU 0's slots start
+#   at once; unset = all three. Until 0039e12 the script read ${BENCH_SET:-...}, so "" ran all three)
 #   BENCH_SHA (start: run the GPU 0 benchmarks from this commit's archive, carried as .gpu_bench_src.tgz beside
 #   .gpu_src.tgz, extracted into /tmp/src_bench; the tables still run the commit given to start)
 set -uo pipefail
@@ -171,7 +172,7 @@ bench() {  # GPU 0 alone, from BENCH_SRC (default: the tables' archive): issue 1
   # The 5a62216 lease ran the fp32-only eval and the dropout-0 compiled rows (this function at that commit); since
   # then: the tf32 / bf16 rows with the re-check (eval_speed's defaults), dropout 0.05 through lora_fused's packed
   # mask, two PLoRA unloads (first and later), and the SVD switch's stages (benchmarks/NOTES.md has the predictions).
-  local set=" ${BENCH_SET:-eval step svd} "
+  local set=" ${BENCH_SET-eval step svd} "
   if [[ $set == *" eval "* ]]; then
   echo "== eval_speed hellaswag (fp32, tf32, bf16, re-check) on GPU 0 ($(left) s left)"
   # TOKENIZERS_PARALLELISM: the runs need it off (they fork), the benchmark measures the tokenizer's default (on):
