@@ -102,6 +102,11 @@ COMPARISONS = [
           ("Avg test exact match % (3 tasks)", "exact_match", 100.0, True, T2_SEEN),
           *((f"{t.replace('_', '-')} test exact match %", "exact_match", 100.0, True, (t,)) for t in T2_SEEN),
           ("mean test gold bits/byte (3 tasks)", "bits_per_byte", 1.0, False, T2_SEEN))),
+    *(Comparison("SVF beats LoRA with far fewer parameters", RL, "results/runs/t2_rl",
+                 "t2_rl_arc_easy/smollm2/svf-official-mlp/t2_arc_easy", "t2_rl_arc_easy/smollm2/lora-r16/t2_arc_easy",
+                 name, metric_of("t2_arc_easy", key, scale), higher, "-norm")
+      for name, key, scale, higher in (("test exact match %", "exact_match", 100.0, True),
+                                       ("test gold bits/byte", "bits_per_byte", 1.0, False))),
     *(Comparison("LoRA-Dash beats LoRA at equal rank (most at small r)", T1, "results/runs/table1_commonsense",
                  f"smollm2/dash-r{r}-s8/commonsense", f"smollm2/lora-r{r}/commonsense", f"Avg accuracy % (r = {r})",
                  mean_accuracy, True) for r in (4, 8, 16)),
@@ -109,11 +114,6 @@ COMPARISONS = [
                  f"smollm2/plora-r{r}-m{m}/mmlu_gsm8k", f"smollm2/lora-r{r}/mmlu_gsm8k",
                  f"GSM8K gold bits/byte (r = {r}, {'plain' if m == '0.0' else 'momentum m = ' + m})",
                  metric_of("gsm8k", "bits_per_byte"), False) for r in (1, 8) for m in ("0.0", "0.9")),
-    *(Comparison("SVF beats LoRA with far fewer parameters", RL, "results/runs/t2_rl",
-                 "t2_rl_arc_easy/smollm2/svf-official-mlp/t2_arc_easy", "t2_rl_arc_easy/smollm2/lora-r16/t2_arc_easy",
-                 name, metric_of("t2_arc_easy", key, scale), higher, "-norm")
-      for name, key, scale, higher in (("test exact match %", "exact_match", 100.0, True),
-                                       ("test gold bits/byte", "bits_per_byte", 1.0, False))),
 ]
 
 
