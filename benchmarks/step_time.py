@@ -265,15 +265,19 @@ class RecipeStep:
 
         from spectune.config import method_kwargs, validate
         from spectune.methods import build_method
+        from spectune.methods.base import PretrainedParameters
         from spectune.training.recipe import training_arguments
 
         cfg = compose(overrides(row, compiled, args))
         validate(cfg)
         self.args, self.device = args, args.device
         self.method = build_method(cfg.method.name, **method_kwargs(cfg))  # as recipe.setup_model
+        base = build_model(args)
+        pretrained = PretrainedParameters(base)  # as recipe.setup_model: counted against the pretrained model
         t0 = time.perf_counter()
-        self.model = self.method.attach(build_model(args), "CAUSAL_LM")
+        self.model = self.method.attach(base, "CAUSAL_LM")
         self.attach_s = time.perf_counter() - t0
+        self.param_counts = pretrained.counts(self.model)
         targs = training_arguments(cfg, run_dir)
         if compiled:
             targs.torch_compile_backend = args.compile_backend
@@ -303,6 +307,7 @@ class FloorStep:
     def __init__(self, compiled: bool, args: argparse.Namespace, batch: torch.Tensor, run_dir: Path):
         from transformers import Trainer
 
+        from spectune.methods.base import PretrainedParameters
         from spectune.training.recipe import training_arguments
 
         self.model = build_model(args)
@@ -314,6 +319,7 @@ class FloorStep:
             targs.torch_compile_backend = args.compile_backend
         self.wrapped = Trainer(model=self.model, args=targs).accelerator.prepare_model(self.model)
         self.batch, self.params, self.attach_s = batch, [], 0.0
+        self.param_counts = PretrainedParameters(self.model).counts(self.model)  # (0, the model's parameters)
 
     def step(self) -> torch.Tensor:
         loss = self.wrapped(input_ids=self.batch, labels=self.batch).loss
@@ -323,15 +329,13 @@ class FloorStep:
 
 def run_row(row: str, compiled: bool, args: argparse.Namespace, batch: torch.Tensor, run_dir: Path) -> dict[str, Any]:
     """Build, warm up, (switch), time, (unload): the row's record for the JSON."""
-    from spectune.methods import trainable_parameters
-
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     torch._dynamo.reset()
     runner: FloorStep | RecipeStep = (FloorStep(compiled, args, batch, run_dir) if row == "floor"
                                       else RecipeStep(row, compiled, args, batch, run_dir))
-    trainable, total = trainable_parameters(runner.model)
+    trainable, total = runner.param_counts
     rec: dict[str, Any] = {"row": row, "mode": "compiled" if compiled else "eager", "trainable_params": trainable,
                            "total_params": total, "torch_compiled": hasattr(runner.wrapped, "_orig_mod")}
     if row == "svf":

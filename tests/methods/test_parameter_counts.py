@@ -1,12 +1,12 @@
-"""spectune.methods.base.parameter_counts: trainable parameters against the pretrained model's size, for a method that
-adds parameters beside W (LoRA) and one that replaces W by buffers (SVF keeps U, σ, V and trains z)."""
+"""spectune.methods.base.PretrainedParameters: trainable parameters against the pretrained model's size, for a method
+that adds parameters beside W (LoRA) and one that replaces W by buffers (SVF keeps U, σ, V and trains z)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from spectune.methods.base import parameter_counts, trainable_parameters
+from spectune.methods.base import PretrainedParameters, trainable_parameters
 
 
 def _model() -> nn.Module:
@@ -16,18 +16,18 @@ def _model() -> nn.Module:
 
 def test_a_method_adding_factors_counts_them_on_top_of_the_model() -> None:
     model = _model()
-    pretrained = list(model.parameters())
+    pretrained = PretrainedParameters(model)
     for p in model.parameters():
         p.requires_grad_(False)
     model[0].lora_A = nn.Parameter(torch.zeros(2, 8))  # r = 2: 16 + 8 added
     model[0].lora_B = nn.Parameter(torch.zeros(4, 2))
-    assert parameter_counts(model, pretrained) == (24, 46 + 24)
+    assert pretrained.counts(model) == (24, 46 + 24)
     assert trainable_parameters(model) == (24, 46 + 24)  # the plain count agrees when W stays a parameter
 
 
 def test_a_method_holding_w_as_buffers_is_measured_against_the_whole_model() -> None:
     model = _model()
-    pretrained = list(model.parameters())
+    pretrained = PretrainedParameters(model)
     layer = model[0]
     U, S, Vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
     del layer.weight  # SVF: W leaves the parameters, U, σ, V become buffers, z (one per singular value) is trained
@@ -37,5 +37,5 @@ def test_a_method_holding_w_as_buffers_is_measured_against_the_whole_model() -> 
     layer.z = nn.Parameter(torch.ones(4))
     for name, p in model.named_parameters():
         p.requires_grad_(name.endswith("z"))
-    assert parameter_counts(model, pretrained) == (4, 46 + 4)
+    assert pretrained.counts(model) == (4, 46 + 4)
     assert trainable_parameters(model) == (4, 46 - 32 + 4)  # the plain count loses W's 32

@@ -7,8 +7,9 @@ notebook or another trainer.
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -132,19 +133,27 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def parameter_counts(model: nn.Module, pretrained: Sequence[nn.Parameter]) -> tuple[int, int]:
-    """(trainable, total) of ``model`` after a method attached, total measured against the pretrained model.
+class PretrainedParameters:
+    """The pretrained model's parameters, noted before a method attaches, to count the trained model against them.
 
-    ``pretrained``: the model's parameters before the method attached (the list itself, so that no id is reused
-    while it lives). total = the pretrained model's parameters + the parameters the method added (LoRA's A and B,
-    LoRA-Dash's scales, SVF's z), so that a method holding W as buffers (SVF keeps U, σ, V, not W) is measured against
-    the same model size as one that keeps W; :func:`trainable_parameters`' plain count would drop W from the total.
+    :meth:`counts` gives (trainable, total) with total = the pretrained model's parameters + those the method added
+    (LoRA's A and B, LoRA-Dash's scales, SVF's z): a method holding W as buffers (SVF keeps U, σ, V, not W) is measured
+    against the same model size as one that keeps W, where :func:`trainable_parameters`' plain count drops W. The
+    parameters are held weakly, so a method can still free each W it replaces while it attaches.
     """
-    seen = {id(p) for p in pretrained}
-    params = list(model.parameters())
-    added = sum(p.numel() for p in params if id(p) not in seen)
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    return trainable, sum(p.numel() for p in {id(p): p for p in pretrained}.values()) + added
+
+    def __init__(self, model: nn.Module):
+        params = list(model.parameters())
+        self.total = sum(p.numel() for p in params)
+        # by id, held weakly (a dead entry leaves, so an id reused by a new parameter is not mistaken for it;
+        # a WeakSet would compare tensors with ==, which is elementwise)
+        self.params: weakref.WeakValueDictionary[int, nn.Parameter] = weakref.WeakValueDictionary(
+            (id(p), p) for p in params)
+
+    def counts(self, model: nn.Module) -> tuple[int, int]:
+        params = list(model.parameters())
+        added = sum(p.numel() for p in params if self.params.get(id(p)) is not p)
+        return sum(p.numel() for p in params if p.requires_grad), self.total + added
 
 
 def plain_modules(model: nn.Module) -> dict[str, nn.Module]:

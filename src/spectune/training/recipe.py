@@ -30,7 +30,7 @@ from spectune.config import CONF_DIR, method_kwargs, scrub_text, to_container, v
 from spectune.data.tasks import TaskSplits, load_task, write_indices
 from spectune.errors import ConfigError, RunFolderExistsError, RunFolderMismatchError, UserError
 from spectune.methods import Method, build_method
-from spectune.methods.base import parameter_counts
+from spectune.methods.base import PretrainedParameters
 from spectune.training.artifacts import load_base, load_trained, model_kind
 from spectune.training.events import EventCallback, EventLogger
 from spectune.training.features import causal_lm_features, encoder_features, t2_features
@@ -87,7 +87,7 @@ def optimizer_steps(cfg: DictConfig, n_train: int) -> int:
 
 def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, Any, Method, tuple[int, int]]:
     """The model with the method attached, its tokenizer, the method, and (trainable, total) parameters with total
-    counted against the pretrained model (:func:`spectune.methods.base.parameter_counts`)."""
+    counted against the pretrained model (:class:`spectune.methods.base.PretrainedParameters`)."""
     from transformers import set_seed
 
     method = build_method(cfg.method.name, **method_kwargs(cfg))
@@ -95,10 +95,10 @@ def setup_model(cfg: DictConfig, splits: TaskSplits) -> tuple[torch.nn.Module, A
     method.check_schedule(optimizer_steps(cfg, len(splits.train)), epochs=cfg.train.epochs)
     set_seed(cfg.seed)  # classifier heads and LoRA's A are initialised from this seed
     model, tok = load_base(cfg)
-    pretrained = list(model.parameters())
+    pretrained = PretrainedParameters(model)
     task_type = "CAUSAL_LM" if model_kind(cfg) == "causal_lm" else "SEQ_CLS"
     model = method.attach(model, task_type)
-    return model, tok, method, parameter_counts(model, pretrained)
+    return model, tok, method, pretrained.counts(model)
 
 
 def build_features(cfg: DictConfig, records, tok) -> list[dict[str, Any]]:
