@@ -119,6 +119,7 @@ def logits(run):
 
 
 cells = []
+TOKENS_PER_STEP = 2 * int(os.environ.get("BATCH", "8")) * int(os.environ.get("SEQ", "512"))  # global batch x seq
 for one in sorted((p for p in root.glob("ds_1gpu_*/*/*/*/seed0")), key=str):
     stage = one.parts[1].removeprefix("ds_1gpu_")
     two = root / f"ds_2gpu_{stage}" / Path(*one.parts[2:])
@@ -146,14 +147,12 @@ for one in sorted((p for p in root.glob("ds_1gpu_*/*/*/*/seed0")), key=str):
         steady = [t for t in times if t[0] > warm]
         if len(steady) >= 2 and steady[-1][1] > steady[0][1]:
             steps = steady[-1][0] - steady[0][0]
-            cell[f"steady_tokens_per_s_{key}"] = steps * 2 * int(os.environ.get("BATCH", "8")) * \
-                int(os.environ.get("SEQ", "512")) / (steady[-1][1] - steady[0][1])
+            cell[f"steady_tokens_per_s_{key}"] = steps * TOKENS_PER_STEP / (steady[-1][1] - steady[0][1])
         # Median step after WARM: a step that also switched (LoRA-Dash's SVDs) or unloaded (PLoRA) does not move it.
         gaps = [(t2 - t1) / (s2 - s1) for (s1, t1), (s2, t2) in zip(steady, steady[1:]) if s2 > s1 and t2 > t1]
         if gaps:
             cell[f"median_step_s_{key}"] = sorted(gaps)[len(gaps) // 2]
-            cell[f"median_tokens_per_s_{key}"] = 2 * int(os.environ.get("BATCH", "8")) * \
-                int(os.environ.get("SEQ", "512")) / cell[f"median_step_s_{key}"]
+            cell[f"median_tokens_per_s_{key}"] = TOKENS_PER_STEP / cell[f"median_step_s_{key}"]
     a, b = cell.get("steady_tokens_per_s_1gpu"), cell.get("steady_tokens_per_s_2gpu")
     cell["steady_speedup_2_vs_1"] = (b / a) if a and b else None
     a, b = cell.get("median_tokens_per_s_1gpu"), cell.get("median_tokens_per_s_2gpu")
