@@ -95,6 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-unload", action="store_true",
                    help="also profile a third PLoRA unload (torch.profiler, CPU and CUDA): its top operators by self "
                         "time go into the plora row (unload_profile) and the notes")
+    p.add_argument("--profile-steps", action="store_true",
+                   help="also profile one step of every row after its timed steps (torch.profiler; CUDA kernels on "
+                        "a GPU): device time by kernel category and the top kernels go into the row (step_profile) "
+                        "and a second table")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -253,6 +257,54 @@ def profile_call(device: str, fn: Callable[[], Any], top: int = 15) -> list[dict
     return rows[:top]
 
 
+KERNEL_CATEGORIES = (  # first match wins; names as CUDA kernels (cuBLAS / CUTLASS / inductor's Triton) show them
+    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "splitk", "aten::mm", "aten::addmm",
+              "aten::bmm")),
+    ("attention", ("flash", "fmha", "attention", "sdpa", "efficient")),
+    ("dropout / RNG", ("dropout", "philox", "bernoulli", "rand")),
+    ("triton (fused pointwise, reductions)", ("triton",)),
+    ("copies, fills", ("memcpy", "memset", "copy", "fill")),
+)
+
+
+def kernel_category(name: str) -> str:
+    """A kernel's category for ``step_profile`` (``KERNEL_CATEGORIES``; "other" when none matches)."""
+    low = name.lower()
+    return next((cat for cat, keys in KERNEL_CATEGORIES if any(k in low for k in keys)), "other")
+
+
+def profile_step(device: str, step: Callable[[], Any], top: int = 25) -> dict[str, Any]:
+    """One training step under torch.profiler: on CUDA the kernels' device time (total, by :func:`kernel_category`,
+    the ``top`` kernels), elsewhere the operators' self CPU time the same way; ``kind`` says which."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    sync(device)
+    with profile(activities=activities) as prof:
+        step()
+        sync(device)
+    kernels = []
+    for e in prof.key_averages():
+        if cuda:
+            us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0
+            if getattr(e, "device_type", None) != torch.autograd.DeviceType.CUDA:
+                continue  # CPU-side operators: their kernels are counted as kernels
+        else:
+            us = e.self_cpu_time_total
+        if us > 0:
+            kernels.append({"name": e.key[:160], "calls": e.count, "ms": round(us / 1e3, 4),
+                            "category": kernel_category(e.key)})
+    kernels.sort(key=lambda k: k["ms"], reverse=True)
+    by_cat: dict[str, float] = {}
+    for k in kernels:
+        by_cat[k["category"]] = by_cat.get(k["category"], 0.0) + k["ms"]
+    return {"kind": "cuda kernels, device time" if cuda else "operators, self CPU time",
+            "total_ms": round(sum(k["ms"] for k in kernels), 3),
+            "by_category_ms": {c: round(v, 3) for c, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+            "kernels": len(kernels), "launches": sum(k["calls"] for k in kernels), "top": kernels[:top]}
+
+
 def cuda_mib(fn: str) -> float | None:
     return round(getattr(torch.cuda, fn)() / MIB, 1) if torch.cuda.is_available() else None
 
@@ -363,6 +415,8 @@ def run_row(row: str, compiled: bool, args: argparse.Namespace, batch: torch.Ten
     if before is not None:
         rec["params_changed"] = int((before != fingerprint(runner.params)).any(dim=1).sum())
     rec["param_tensors"] = len(runner.params)
+    if args.profile_steps:  # after the timed steps and before any unload: the profiled step is an ordinary one
+        rec["step_profile"] = profile_step(args.device, runner.step)
     if row == "lora_dash":
         from spectune.methods.lora_dash import DELTA, dash_layers
 
@@ -489,6 +543,17 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {rec['row']} | {rec['mode']} | {f(rec['ms_per_step'], 2)} | {f(rec['ratio_vs_floor'], 3)} "
                      f"| {f(rec['ratio_vs_peft_lora'], 3)} | {f(rec['peak_mib'])} | {f(rec['peak_vs_floor_mib'])} "
                      f"| {f(rec['first_step_s'], 1)} | {'; '.join(notes)} |")
+    profiled = [rec for rec in result["methods"].values() if rec.get("step_profile")]
+    if profiled:
+        cats = [c for c, _ in KERNEL_CATEGORIES] + ["other"]
+        lines += ["", f"One profiled step per row ({profiled[0]['step_profile']['kind']}, ms; torch.profiler after the "
+                  "timed steps, so a little slower than ms/step):", "",
+                  "| row | mode | total | " + " | ".join(cats) + " | launches |",
+                  "| --- | --- | ---: | " + " | ".join("---:" for _ in cats) + " | ---: |"]
+        for rec in profiled:
+            prof = rec["step_profile"]
+            lines.append(f"| {rec['row']} | {rec['mode']} | {f(prof['total_ms'], 2)} | " + " | ".join(
+                f(prof["by_category_ms"].get(c, 0.0), 2) for c in cats) + f" | {prof['launches']:,} |")
     lines.append("")
     lines.append(f"median of {cfg['steps']} timed steps after {cfg['warmup']} warm-up steps; × floor = ms/step over "
                  "the compiled floor's; peak = torch.cuda.max_memory_allocated over the timed steps.")

@@ -34,7 +34,7 @@ STEPS=${STEPS:-30}
 BATCH=${BATCH:-8}            # micro-batch per GPU; the global batch is 2 x BATCH for both runs (1 GPU: 2 micro-batches
                              # accumulated; 2 GPUs: one each), so the losses can match and tokens/s compares equal work
 SEQ=${SEQ:-512}
-METHODS=${METHODS:-full lora lora_dash plora svf}
+METHODS=${METHODS:-lora lora_dash plora svf full}
 STAGES=${STAGES:-zero2 zero3}
 LOSS_TOL=${LOSS_TOL:-0.02}   # bf16 and a different reduction order: losses agree to a few 1e-3, not bit for bit
 mkdir -p "$OUT" .gpu_ds_runs
@@ -56,7 +56,8 @@ MODEL=.gpu_ds_runs/llama_shape_model
 # export, checkpoints off (save_steps > max_steps), per-step losses logged.
 COMMON=(model=llama_shape "model.name_or_path=$MODEL" task=t2/arc_easy task.n_valid=0 task.n_train=$((2 * BATCH * STEPS))
   task.n_test=16 train.max_steps=$STEPS train.max_length=$SEQ train.precision=bf16 train.logging_steps=1
-  train.save_steps=100000 export_merged=false eval.batch_size=8 logger=disabled seed=0 runs_root=.gpu_ds_runs)
+  train.save_steps=100000 export_merged=false eval.batch_size=8 logger=disabled seed=0 runs_root=.gpu_ds_runs
+  train.count_tokens=true)
 method_args() {
   case $1 in
     svf) echo "method=svf method.targets=mlp" ;;
@@ -69,8 +70,8 @@ method_args() {
 status=0
 T_START=$(date +%s)
 DEADLINE=${DEADLINE:-0}     # > 0: launch no new pair of runs after DEADLINE s (the summary below still runs)
-for stage in $STAGES; do
-  for method in $METHODS; do
+for method in $METHODS; do    # method by method (both stages each): a DEADLINE drops whole methods, the last first
+  for stage in $STAGES; do
     if (( DEADLINE > 0 && $(date +%s) - T_START > DEADLINE )); then
       echo "=== $method $stage: skipped (past DEADLINE=${DEADLINE}s)"; status=1; continue
     fi
@@ -119,7 +120,6 @@ def logits(run):
 
 
 cells = []
-TOKENS_PER_STEP = 2 * int(os.environ.get("BATCH", "8")) * int(os.environ.get("SEQ", "512"))  # global batch x seq
 for one in sorted((p for p in root.glob("ds_1gpu_*/*/*/*/seed0")), key=str):
     stage = one.parts[1].removeprefix("ds_1gpu_")
     two = root / f"ds_2gpu_{stage}" / Path(*one.parts[2:])
@@ -143,16 +143,24 @@ for one in sorted((p for p in root.glob("ds_1gpu_*/*/*/*/seed0")), key=str):
     # Steady state: the per-step train events' clock after WARM steps (start-up, allocation, first-step costs out).
     warm = int(os.environ.get("WARM", "5"))
     for key, run in (("1gpu", one), ("2gpu", two)):
-        times = [(e["step"], e["time"]) for e in events(run, "train") if "loss" in e and "time" in e]
-        steady = [t for t in times if t[0] > warm]
-        if len(steady) >= 2 and steady[-1][1] > steady[0][1]:
-            steps = steady[-1][0] - steady[0][0]
-            cell[f"steady_tokens_per_s_{key}"] = steps * TOKENS_PER_STEP / (steady[-1][1] - steady[0][1])
+        # (step, time, real tokens so far): train.count_tokens logs the non-padding tokens of both ranks' batches
+        rows = [(e["step"], e["time"], e.get("num_input_tokens_seen")) for e in events(run, "train")
+                if "loss" in e and "time" in e]
+        steady = [r for r in rows if r[0] > warm]
+        if len(steady) < 2 or steady[-1][1] <= steady[0][1]:
+            continue
+        steps, seconds = steady[-1][0] - steady[0][0], steady[-1][1] - steady[0][1]
+        counted = steady[0][2] is not None and steady[-1][2] is not None
+        tokens_per_step = (steady[-1][2] - steady[0][2]) / steps if counted else None
+        cell[f"tokens_per_step_{key}"] = tokens_per_step  # real (non-padding) tokens of one global batch, on average
+        cell[f"steady_step_s_{key}"] = seconds / steps
+        cell[f"steady_tokens_per_s_{key}"] = tokens_per_step / (seconds / steps) if counted else None
         # Median step after WARM: a step that also switched (LoRA-Dash's SVDs) or unloaded (PLoRA) does not move it.
-        gaps = [(t2 - t1) / (s2 - s1) for (s1, t1), (s2, t2) in zip(steady, steady[1:]) if s2 > s1 and t2 > t1]
+        gaps = [(t2 - t1) / (s2 - s1) for (s1, t1, _), (s2, t2, _) in zip(steady, steady[1:]) if s2 > s1 and t2 > t1]
         if gaps:
             cell[f"median_step_s_{key}"] = sorted(gaps)[len(gaps) // 2]
-            cell[f"median_tokens_per_s_{key}"] = TOKENS_PER_STEP / cell[f"median_step_s_{key}"]
+            cell[f"median_tokens_per_s_{key}"] = (tokens_per_step / cell[f"median_step_s_{key}"]
+                                                  if counted else None)
     a, b = cell.get("steady_tokens_per_s_1gpu"), cell.get("steady_tokens_per_s_2gpu")
     cell["steady_speedup_2_vs_1"] = (b / a) if a and b else None
     a, b = cell.get("median_tokens_per_s_1gpu"), cell.get("median_tokens_per_s_2gpu")

@@ -63,6 +63,7 @@ class TrainOptions(_Strict):
     num_threads: int | None = Field(default=None, ge=1)
     objective: Literal["next_token", "reinforce"] = "next_token"
     compile: bool = False
+    count_tokens: bool = False
     rl: RLOptions
 
     @model_validator(mode="after")

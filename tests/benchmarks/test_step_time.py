@@ -27,7 +27,7 @@ def step_time():
 @pytest.fixture(scope="module")
 def result(step_time, tmp_path_factory):
     out = tmp_path_factory.mktemp("step_time") / "tiny.json"
-    step_time.main([*TINY, "--modes", "eager", "--profile-unload", "--out", str(out)])
+    step_time.main([*TINY, "--modes", "eager", "--profile-unload", "--profile-steps", "--out", str(out)])
     return json.loads(out.read_text()), out
 
 
@@ -62,6 +62,26 @@ def test_json_keys(result):
                                                     abs=2e-3)
     assert out.with_suffix(".md").read_text().strip() == data["markdown"].strip()
     assert "| lora_dash | eager |" in data["markdown"] and "| svf | eager |" in data["markdown"]
+    # --profile-steps: one step of every row profiled (CPU: operators' self time); the categories sum to the total
+    for name, rec in rows.items():
+        prof = rec["step_profile"]
+        assert prof["kind"] == "operators, self CPU time" and prof["total_ms"] > 0, name
+        assert sum(prof["by_category_ms"].values()) == pytest.approx(prof["total_ms"], abs=0.01), name
+        assert prof["by_category_ms"].get("gemm", 0) > 0, name  # the model's GEMMs (aten::mm / addmm)
+    assert "One profiled step per row" in data["markdown"]
+
+
+@pytest.mark.parametrize(("name", "category"), [
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "gemm"),
+    ("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT", "gemm"),
+    ("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_kernel_traits>", "attention"),
+    ("triton_poi_fused_native_dropout_3", "dropout / RNG"),
+    ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_1", "triton (fused pointwise, reductions)"),
+    ("Memcpy DtoD (Device -> Device)", "copies, fills"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float>>", "other"),
+])
+def test_kernel_category(step_time, name, category):
+    assert step_time.kernel_category(name) == category
 
 
 def test_every_row_trained(result):

@@ -288,3 +288,34 @@ def test_dropout_matmul_compiles_to_the_same_gradients() -> None:
     torch._dynamo.reset()
     for w, g in zip(want, got, strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["lora", "lora_dash"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_compiled_fused_layers_equal_peft(name: str, dropout: float) -> None:
+    """Under torch.compile (fullgraph, AOTAutograd with eager kernels, so the eager RNG) the fused layers take their
+    compiled form (the update added out of place, one GEMM for LoRA's and the dash term) and still give PEFT's
+    (and the hook path's) output and gradients in float64 with the same seed."""
+    kw = dict(s=2, t=1, select="top_sigma", svd_cache=False) if name == "lora_dash" else {}
+    m_plain, plain = attach(name, False, dropout, **kw)
+    m_fused, fused = attach(name, True, dropout, **kw)
+    if name == "lora_dash":
+        switch_dash(m_plain, plain)
+        switch_dash(m_fused, fused)
+    x = x_batch()
+    y0, g0 = run(plain, x)
+    torch._dynamo.reset()
+    fused.train()
+    code = torch._dynamo.explain(fused)(x).graphs[0].code
+    assert "addmm" not in code  # the out-of-place form
+    if not dropout:  # per layer one GEMM of x by [A; V_Sᵀ] and one by [s·B, U_S diag(δ)]: 2 layers, 4 GEMMs
+        assert code.count("torch.mm(") == 4
+    torch._dynamo.reset()
+    compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
+    y1, g1 = run(compiled, x)
+    torch._dynamo.reset()
+    g1 = {k.removeprefix("_orig_mod."): v for k, v in g1.items()}
+    torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-12)
+    assert g0.keys() == g1.keys() and (name != "lora_dash" or any(DELTA in k for k in g0))
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-11, atol=1e-12, msg=k)

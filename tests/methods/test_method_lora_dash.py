@@ -302,8 +302,9 @@ def test_save_then_reload_restores_the_dash_term_exactly(tmp_path: Path, how: st
     fresh = LoRADash(LoraDashSpec(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
                                   s=3, t=1, svd_cache=False))
     loaded = fresh.load_adapter(tiny_llama(0), folder)
-    with torch.no_grad():
-        assert torch.equal(loaded(input_ids=IDS).logits, ref)
+    with torch.no_grad():  # PEFT's layers + the dash hook against the fused layers' one rank-(r+s) GEMM: float32
+        # rounding apart (the tensors themselves are compared exactly below)
+        torch.testing.assert_close(loaded(input_ids=IDS).logits, ref, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(fresh.merged(loaded)(input_ids=IDS).logits, ref, atol=1e-5, rtol=0)
     src = {n: layer for n, layer in dash_layers(model)}
     for name, layer in dash_layers(loaded):
@@ -492,4 +493,5 @@ def test_hf_trainer_switches_at_step_t_and_save_model_reloads(tmp_path: Path) ->
     with torch.no_grad():
         ref = model(input_ids=IDS).logits
         loaded = LoRADash(method.spec).load_adapter(tiny_llama(0), tmp_path / "adapter")
-        assert torch.equal(loaded(input_ids=IDS).logits, ref)
+        # PEFT's layers + the dash hook against the fused layers: float32 rounding apart
+        torch.testing.assert_close(loaded(input_ids=IDS).logits, ref, atol=1e-6, rtol=1e-6)

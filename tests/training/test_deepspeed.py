@@ -32,7 +32,8 @@ def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
     launcher = _torchrun()
     run_train(["model=minilm", "task=glue/sst2", "task.n_train=64", "task.n_test=16", "method=lora", "method.r=4",
                "train.batch_size=4", "train.epochs=2", "train.lr=1e-3", "train.logging_steps=1", "train.save_steps=4",
-               f"train.deepspeed={stage}", "export_merged=false", "train.num_threads=1", "keep_checkpoints=true"],
+               f"train.deepspeed={stage}", "export_merged=false", "train.num_threads=1", "keep_checkpoints=true",
+               "train.count_tokens=true"],
               tmp_path, launcher=launcher, timeout=900)
     run_dir = tmp_path / "single/minilm/lora-r4/sst2/seed0"
     s = summary(run_dir)
@@ -48,6 +49,11 @@ def test_two_rank_deepspeed_run(tmp_path: Path, stage: str) -> None:
     # A 2-class head starts near ln 2 = 0.69: the logged loss is the mean over ranks, not their sum.
     assert abs(losses[0] - 0.693) < 0.15, losses[0]
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    # train.count_tokens: real tokens of both ranks' batches, cumulative. Each epoch sees the same 64 examples in
+    # another order and split, so the two epochs count the same total; rank 0's half alone would not.
+    seen = {e["step"]: e["num_input_tokens_seen"] for e in events(run_dir, "train") if "loss" in e}
+    assert all(seen[k + 1] > seen[k] for k in range(1, 16))
+    assert seen[8] == seen[16] - seen[8] > 64 * 2  # sst2 sentences: more than [CLS] [SEP] each
     assert (run_dir / "adapter/adapter_model.safetensors").exists()
     # DeepSpeed really ran: its checkpoint layout holds ZeRO optimizer shards of both ranks.
     shards = list(run_dir.glob("checkpoints/checkpoint-*/global_step*/*optim_states.pt"))

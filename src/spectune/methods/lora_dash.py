@@ -19,7 +19,7 @@ Trainer resume (``PeftModel.load_adapter``) restores them. The dash term is adde
 layer, using PEFT's dropout module of that adapter (a second, independent draw, as in the official code); before the
 switch the hook returns the layer's output untouched, so the model is exactly plain LoRA (and δ gets no gradient).
 With ``fused: true`` (default) the layers are ``FusedDashLinear`` (``lora_dash_layer``): PEFT's ``lora.Linear`` whose
-forward adds s·BA drop(x) and U_S diag(δ) V_Sᵀ drop'(x) as two GEMM epilogues into W x, no hook.
+forward adds s·BA drop(x) and U_S diag(δ) V_Sᵀ drop'(x) as one GEMM of rank r + s into W x, no hook.
 A fresh ``PeftModel.from_pretrained`` silently ignores the dash tensors: load with
 ``LoRADash.load_adapter(base_model, folder)``.
 """

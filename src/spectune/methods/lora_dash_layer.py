@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from spectune.methods.base import PEFT_PREFIX
-from spectune.methods.lora_fused import FusedLoraLinear, dropout_mm
+from spectune.methods.lora_fused import FusedLoraLinear
 
 DELTA, U_S, V_S = "lora_dash_delta", "lora_dash_U", "lora_dash_V"
 INDEX, SWITCHED, CALLS = "lora_dash_index", "lora_dash_switched", "lora_dash_calls"
@@ -91,30 +91,28 @@ def dash_forward_hook(module: nn.Module, args: tuple, kwargs: dict, output: torc
 
 
 class FusedDashLinear(FusedLoraLinear):
-    """:class:`~spectune.methods.lora_fused.FusedLoraLinear` plus LoRA-Dash's term in the same epilogue style:
+    """:class:`~spectune.methods.lora_fused.FusedLoraLinear` plus LoRA-Dash's term as one more term of its update:
 
-        y = W x;  y ← y + s·(drop(x) Aᵀ) Bᵀ;  y ← y + ((drop'(x) V_S) ⊙ δ) U_Sᵀ   (each one ``addmm_``)
+        y = W x + [s·B, U_S diag(δ)] [drop(x) Aᵀ, drop'(x) V_S]ᵀ       (one output GEMM of rank r + s)
 
     with drop' a second draw of the adapter's dropout after LoRA's (the order of the hook path, so the same seed
-    gives the same masks), kept for backward as a packed mask beside x (``lora_fused.DropoutMatmul``). Before the
-    switch (or with adapters disabled) the term is absent, as in the hook path; when the fused path does not apply,
-    PEFT's forward then :func:`add_dash` run.
+    gives the same masks), kept for backward as a packed mask beside x (``lora_fused.DropoutMatmul``); without an
+    active dropout, drop(x) = drop'(x) = x and the input side is one GEMM too, x [A; V_Sᵀ]ᵀ. δ scales U_S's columns
+    (s × d_out numbers) rather than the tokens × s product. Before the switch (or with adapters disabled) the term
+    is absent, as in the hook path; when the fused path does not apply, PEFT's forward then :func:`add_dash` run.
     """
 
-    def extra_terms(self, x: torch.Tensor, out2d: torch.Tensor) -> None:
+    def update_terms(self, dt: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor, nn.Module]]:
+        terms = super().update_terms(dt)
         on = getattr(self, "_lora_dash_on", None)
         if not on:
-            return
-        dt = out2d.dtype
-        xs = x if x.dtype == dt else x.to(dt)
+            return terms
         for adapter in self.active_adapters:
             if adapter not in on:
                 continue
-            v = getattr(self, V_S)[adapter].to(dt)
-            u = getattr(self, U_S)[adapter].to(dt)
-            xv = dropout_mm(xs.reshape(-1, xs.shape[-1]), v.t(), self.lora_dropout[adapter])  # drop'(x) V_S
-            h = xv * getattr(self, DELTA)[adapter].to(dt)  # tokens × s
-            out2d.addmm_(h, u.t())
+            u = getattr(self, U_S)[adapter] * getattr(self, DELTA)[adapter]  # U_S diag(δ), d_out × s
+            terms.append((getattr(self, V_S)[adapter].t().to(dt), u.to(dt), self.lora_dropout[adapter]))
+        return terms
 
     def plain_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         output = super().plain_forward(x, *args, **kwargs)

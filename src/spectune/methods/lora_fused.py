@@ -1,5 +1,5 @@
 """A fused forward for PEFT's LoRA linear layer: still PEFT's LoRA (same class tree, parameters, names, state dict,
-save / load and merge), one less pass over the activations (docs/methods.md, "LoRA"; benchmarks/NOTES.md).
+save / load and merge), fewer passes over the activations (docs/methods.md, "LoRA"; benchmarks/NOTES.md).
 
 LoRA: h = W x + s·B A drop(x), s = α / r (Hu et al. 2021). PEFT's ``lora.Linear.forward`` computes, per call and per
 active adapter: ``x = x.to(A.dtype)`` (a full copy of the activation when the adapter is fp32 over a bf16 model,
@@ -8,9 +8,12 @@ output), ``result + …`` (another, promoted to fp32 in that case) and ``.to(res
 r-sized factors are cast to the activation's dtype instead (their fp32 masters keep their fp32 gradients) and the
 update is one GEMM epilogue into W x:
 
-    y = W x;   y ← y + s · (drop(x) Aᵀ) Bᵀ      (``torch.Tensor.addmm_(h, Bᵀ, alpha=s)`` on the 2-D view of y)
+    y = W x;   y ← y + (drop(x) Aᵀ)(s·B)ᵀ      (``torch.Tensor.addmm_(h, (s·B)ᵀ)`` on the 2-D view of y)
 
-so nothing of the size of x or y is written beyond W x itself and the dropout's output. With dropout in training,
+so nothing of the size of x or y is written beyond W x itself. Further terms of the same form (LoRA-Dash's
+U_S diag(δ) V_Sᵀ drop'(x)) join that GEMM as extra columns of h and w: one output GEMM of rank r + s, which reads
+dL/dy once per backward GEMM instead of once per term. Under ``torch.compile`` the update is added out of place (PEFT's
+form), which inductor fuses into the next kernel. With dropout in training,
 drop(x) Aᵀ is :class:`DropoutMatmul`: it keeps for backward x (the tensor W x and the sibling modules already read,
 so q, k, v share it) and the dropout mask packed 8 elements to a byte, and recomputes drop(x) = x·m/(1−p) there,
 instead of keeping a dropped copy of x and a bool mask per adapted module (PEFT's path): 1/8 byte per input element
@@ -112,8 +115,28 @@ def dropout_mm(x2d: torch.Tensor, a: torch.Tensor, dropout: nn.Module) -> torch.
     return torch.mm(x2d, a.t())
 
 
+def draws_mask(dropout: nn.Module) -> bool:
+    """Whether :func:`dropout_mm` with this ``lora_dropout`` module draws a mask (or calls the module): False for
+    PEFT's ``nn.Identity`` and an ``nn.Dropout`` in eval mode or with p = 0, whose product is a plain GEMM of x."""
+    if isinstance(dropout, nn.Identity):
+        return False
+    return not (isinstance(dropout, nn.Dropout) and (not dropout.training or dropout.p == 0.0))
+
+
+def cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat`` without the copy for a single tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
+
+
 class FusedLoraLinear(LoraLinear):
-    """PEFT ``lora.Linear`` whose forward is W x + s·(drop(x) Aᵀ) Bᵀ as one ``addmm_`` epilogue per adapter."""
+    """PEFT ``lora.Linear`` whose update is one rank-k GEMM over every term (module docstring):
+
+        y = W x + [w_1 … w_n] [drop_1(x) a_1ᵀ … drop_n(x) a_nᵀ]ᵀ      (LoRA: a = A, w = s·B per active adapter)
+
+    with the terms' inputs in one GEMM x [a_1; …; a_n]ᵀ when none draws a dropout mask. Eager: ``addmm_`` into
+    W x (no output-sized temporary). Under ``torch.compile``: ``W x + h wᵀ`` out of place, PEFT's form, so that
+    inductor fuses the add into the next kernel instead of calling a GEMM with a β = 1 epilogue (benchmarks/NOTES.md,
+    Change 5)."""
 
     def fusable(self, args: tuple, kwargs: dict[str, Any]) -> bool:
         """Whether the fused forward gives PEFT's result (else PEFT's own forward runs; see the module docstring)."""
@@ -127,21 +150,17 @@ class FusedLoraLinear(LoraLinear):
                 return False
         return True
 
-    def lora_terms(self, x: torch.Tensor, out2d: torch.Tensor) -> None:
-        """Add s·(drop(x) Aᵀ) Bᵀ of every active adapter to ``out2d`` (tokens × d_out) in place, in its dtype."""
-        dt = out2d.dtype
-        xs = x if x.dtype == dt else x.to(dt)
+    def update_terms(self, dt: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor, nn.Module]]:
+        """(a, w, dropout) per term of the update Σ w (dropout(x) aᵀ)ᵀ, factors in the activation's dtype ``dt``
+        (fp32 masters keep fp32 gradients): LoRA's (A, s·B, lora_dropout) of every active adapter; subclasses
+        append theirs (LoRA-Dash: V_Sᵀ, U_S diag(δ)). Masks are drawn in this order."""
+        terms = []
         for adapter in self.active_adapters:
             if adapter not in self.lora_A:
                 continue
-            a = self.lora_A[adapter].weight.to(dt)
-            b = self.lora_B[adapter].weight.to(dt)
-            h = dropout_mm(xs.reshape(-1, xs.shape[-1]), a, self.lora_dropout[adapter])  # tokens × r
-            out2d.addmm_(h, b.t(), alpha=self.scaling[adapter])
-
-    def extra_terms(self, x: torch.Tensor, out2d: torch.Tensor) -> None:
-        """Further in-place terms after LoRA's (none here; LoRA-Dash adds U_S diag(δ) V_Sᵀ drop(x))."""
-        return None
+            b = self.lora_B[adapter].weight * self.scaling[adapter]  # s·B in B's dtype, rounded once to dt
+            terms.append((self.lora_A[adapter].weight.to(dt), b.to(dt), self.lora_dropout[adapter]))
+        return terms
 
     def plain_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """PEFT's own forward (the reference the fused path is tested against)."""
@@ -151,11 +170,20 @@ class FusedLoraLinear(LoraLinear):
         if not self.fusable(args, kwargs):
             return self.plain_forward(x, *args, **kwargs)
         result = self.base_layer(x)
+        terms = self.update_terms(result.dtype)
+        if not terms:
+            return result
+        x2d = (x if x.dtype == result.dtype else x.to(result.dtype)).reshape(-1, x.shape[-1])
+        if any(draws_mask(d) for _, _, d in terms):
+            h = cat([dropout_mm(x2d, a, d) for a, _, d in terms], 1)  # tokens × k, one mask per term
+        else:
+            h = torch.mm(x2d, cat([a for a, _, _ in terms], 0).t())
+        w = cat([w for _, w, _ in terms], 1)  # d_out × k
+        if torch.compiler.is_compiling():
+            return result + torch.mm(h, w.t()).view(result.shape)
         if not result.is_contiguous():
             result = result.contiguous()
-        out2d = result.view(-1, result.shape[-1])
-        self.lora_terms(x, out2d)
-        self.extra_terms(x, out2d)
+        result.view(-1, result.shape[-1]).addmm_(h, w.t())
         return result
 
     def __repr__(self) -> str:

@@ -90,6 +90,8 @@ class EventCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
-            kind = "train_end" if "train_runtime" in logs else "train"
+            # The Trainer's closing log carries train_loss; per-step logs carry train_runtime too when tokens are
+            # counted (train.count_tokens: the running train_tokens_per_second), so that key cannot tell them apart.
+            kind = "train_end" if "train_loss" in logs else "train"
             self.events.log(kind, step=state.global_step, **{"epoch": state.epoch, **logs})
 

@@ -153,6 +153,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path):
         disable_tqdm=False,
         # torch.compile of the model (accelerate's TorchDynamoPlugin, inductor) in the Trainer's prepare step.
         torch_compile=bool(t.get("compile", False)),
+        include_num_input_tokens_seen="non_padding" if t.count_tokens else "no",
     )
 
 

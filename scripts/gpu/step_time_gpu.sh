@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue 11's step-time table on the GPU: benchmarks/step_time.py's compiled rows on LLaMA-3-8B's block shapes (8 layers,
+# batch 8 x 512, bf16, r 32 on q, k, v, up, down), with dropout 0.05 (the seeds' setting: every row, PLoRA's unload
+# profiled) on GPU 0 and dropout 0 (the LoRA rows without masks) on GPU 1 at the same time, each GPU alone with its
+# run; both with --profile-steps (one step of every row under torch.profiler: device time by kernel category).
+#
+#   Device call (kind nvidia-h200-x2; one GPU runs them one after the other), from the repository root after
+#   scripts/gpu/bootstrap.sh (its /tmp/site on PYTHONPATH):
+#     SPECTUNE_GIT_COMMIT=<commit> bash scripts/gpu/step_time_gpu.sh        (OUT=$OUT: results land there)
+#
+# Writes $OUT/step_time_llama3_shape_8l_compiled_dropout{005,0}_<short>.{json,md} and step_time_<short>_{d005,d0}.log
+# (progress bars removed). Then here: copy the JSON/md to benchmarks/results/, the logs to results/gpu/, and commit.
+set -euo pipefail
+: "${SPECTUNE_GIT_COMMIT:?set SPECTUNE_GIT_COMMIT to the commit of this tree (the copy has no .git)}"
+OUT=${OUT:-/tmp/step_time_out}
+SITE=${GPU_SITE:-/tmp/site}
+LIMIT=${LIMIT:-540}          # seconds per run (a device call is at most 600)
+short=${SPECTUNE_GIT_COMMIT:0:7}
+mkdir -p "$OUT"
+export PYTHONPATH=$SITE:$PWD/src HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1 SPECTUNE_GIT_DIRTY=0
+
+SHAPE=(--model llama-shape --layers 8 --hidden 4096 --intermediate 14336 --heads 32 --kv-heads 8 --vocab 128256
+  --batch 8 --seq 512 --precision bf16 --r 32 --targets q_proj,k_proj,v_proj,up_proj,down_proj --dash-s 8
+  --plora-stage 200 --warmup 3 --steps 10 --modes compiled --profile-steps --git-commit "$SPECTUNE_GIT_COMMIT")
+ngpu=$(nvidia-smi -L | wc -l)
+second=$(( ngpu >= 2 ? 1 : 0 ))
+
+run() {  # gpu dropout tag rows [extra...]
+  local gpu=$1 p=$2 tag=$3 rows=$4 rc=0; shift 4
+  local raw=$OUT/raw_d$tag.log
+  CUDA_VISIBLE_DEVICES=$gpu timeout "$LIMIT" python3 benchmarks/step_time.py "${SHAPE[@]}" --dropout "$p" \
+    --rows "$rows" "$@" --out "$OUT/step_time_llama3_shape_8l_compiled_dropout${tag}_$short.json" > "$raw" 2>&1 \
+    || rc=$?
+  python3 scripts/gpu/strip_progress.py "$raw" > "$OUT/step_time_${short}_d${tag}.log" && rm -f "$raw"
+  echo "dropout $p: exit $rc"
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpus.csv"
+run 0 0.05 005 floor,peft_lora,lora,lora_dash,plora,svf --profile-unload &
+a=$!
+if (( second )); then
+  run 1 0 0 floor,peft_lora,lora,lora_dash,plora &
+  b=$!
+else
+  wait $a || true
+  run 0 0 0 floor,peft_lora,lora,lora_dash,plora &
+  b=$!
+fi
+status=0
+wait $a || status=1
+wait $b || status=1
+tail -n 30 "$OUT"/step_time_"${short}"_d*.log
+exit $status
