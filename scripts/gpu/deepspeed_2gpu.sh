@@ -31,7 +31,9 @@ OUT=${OUT:-/tmp/deepspeed_2gpu_out}
 SITE=${GPU_SITE:-/tmp/site}
 LAYERS=${LAYERS:-4}
 STEPS=${STEPS:-30}
-BATCH=${BATCH:-8}            # micro-batch per GPU; the global batch is 2 x BATCH for both runs (1 GPU: 2 micro-batches
+TASK=${TASK:-t2/gsm8k}      # prompt + answer 221 tokens on average (SmolLM2's tokenizer), 457 at most: more work per step
+                             # than ARC-Easy's 118, whose 570 examples also cap BATCH x STEPS
+BATCH=${BATCH:-16}           # micro-batch per GPU; the global batch is 2 x BATCH for both runs (1 GPU: 2 micro-batches
                              # accumulated; 2 GPUs: one each), so the losses can match and tokens/s compares equal work
 SEQ=${SEQ:-512}
 METHODS=${METHODS:-lora lora_dash plora svf full}
@@ -52,9 +54,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 MODEL=.gpu_ds_runs/llama_shape_model
 [[ -f $MODEL/llama_shape.json ]] || python3 scripts/gpu/llama_shape_model.py --out "$MODEL" --layers "$LAYERS"
 
-# What every run shares: the model, a real task (ARC-Easy, embedded carve-out, in the GPU payload), bf16, fixed steps, no merged
+# What every run shares: the model, a real task (TASK, embedded carve-out, in the GPU payload), bf16, fixed steps, no merged
 # export, checkpoints off (save_steps > max_steps), per-step losses logged.
-COMMON=(model=llama_shape "model.name_or_path=$MODEL" task=t2/arc_easy task.n_valid=0 task.n_train=$((2 * BATCH * STEPS))
+COMMON=(model=llama_shape "model.name_or_path=$MODEL" "task=$TASK" task.n_valid=0 task.n_train=$((2 * BATCH * STEPS))
   task.n_test=16 train.max_steps=$STEPS train.max_length=$SEQ train.precision=bf16 train.logging_steps=1
   train.save_steps=100000 export_merged=false eval.batch_size=8 logger=disabled seed=0 runs_root=.gpu_ds_runs
   train.count_tokens=true)
