@@ -286,6 +286,8 @@ def profile_step(device: str, step: Callable[[], Any], top: int = 25) -> dict[st
         sync(device)
     kernels = []
     for e in prof.key_averages():
+        if getattr(e, "is_user_annotation", False):
+            continue  # a region (e.g. "Optimizer.step#AdamW.step" on the GPU timeline) overlaps its kernels' time
         if cuda:
             us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0
             if getattr(e, "device_type", None) != torch.autograd.DeviceType.CUDA:
