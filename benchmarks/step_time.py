@@ -99,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also profile one step of every row after its timed steps (torch.profiler; CUDA kernels on "
                         "a GPU): device time by kernel category and the top kernels go into the row (step_profile) "
                         "and a second table")
+    p.add_argument("--set", dest="train_set", action="append", default=[], metavar="train.KEY=VALUE",
+                   help="a train.* override for every row's recipe config, the floor's included (repeatable), e.g. "
+                        "train.optimizer=adamw_torch_fused or train.compile_mode=reduce-overhead")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -127,6 +130,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.alpha = 2.0 * args.r
     if args.steps < 1 or args.warmup < 1:
         p.error("--steps and --warmup must be >= 1 (LoRA-Dash switches after the warm-up)")
+    bad = [o for o in args.train_set if not o.startswith("train.") or "=" not in o
+           or o.split("=")[0] in ("train.compile", "train.precision", "train.lr", "train.batch_size")]
+    if bad:
+        p.error(f"--set {bad}: give train.KEY=VALUE overrides other than train.compile, train.precision, train.lr and "
+                "train.batch_size, which --modes, --precision, --lr and --batch set")
     return args
 
 
@@ -179,6 +187,7 @@ def overrides(row: str, compiled: bool, args: argparse.Namespace) -> list[str]:
     out = [f"method={name}", f"train.lr={args.lr}", f"train.max_grad_norm={args.max_grad_norm}",
            f"train.precision={precision}", f"train.compile={str(compiled).lower()}",
            f"train.batch_size={args.batch}", "train.weight_decay=0.0", f"seed={args.seed}", "logger.mode=disabled"]
+    out += args.train_set
     if name != "full":
         out.append(f"method.target_modules=[{targets}]")
     if name in ("lora", "lora_dash", "plora"):
@@ -392,6 +401,11 @@ def run_row(row: str, compiled: bool, args: argparse.Namespace, batch: torch.Ten
     trainable, total = runner.param_counts
     rec: dict[str, Any] = {"row": row, "mode": "compiled" if compiled else "eager", "trainable_params": trainable,
                            "total_params": total, "torch_compiled": hasattr(runner.wrapped, "_orig_mod")}
+    if isinstance(runner, RecipeStep):  # what the recipe's Trainer built (train.optimizer)
+        opt = runner.optimizer
+        opt = getattr(opt, "optimizer", opt)  # accelerate's wrapper
+        rec["optimizer"] = {"class": type(opt).__name__, "fused": bool(opt.defaults.get("fused")),
+                            "foreach": opt.defaults.get("foreach")}
     if row == "svf":
         rec["attach_s"] = round(runner.attach_s, 3)
     before = fingerprint(runner.params) if runner.params else None
@@ -521,7 +535,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Step time, {cfg['model']} ({cfg['shape']}), batch {cfg['batch']} × seq {cfg['seq']}, {cfg['precision']}, "
         f"r={cfg['r']}, dropout {cfg['dropout']}, targets {cfg['targets']} — {env['device']}, torch {env['torch']}, "
         f"transformers {env['transformers']}, peft {env['peft']}, "
-        f"commit {(env['git'] or {}).get('commit') or 'unknown'}",
+        f"commit {(env['git'] or {}).get('commit') or 'unknown'}"
+        + (f"; recipe overrides {', '.join(cfg['train_set'])}" if cfg.get("train_set") else ""),
         "",
         "| row | mode | ms/step | × floor | × PEFT LoRA | peak MiB | peak − floor MiB | first step s | notes |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -8,13 +8,21 @@
 #   scripts/gpu/bootstrap.sh (its /tmp/site on PYTHONPATH):
 #     SPECTUNE_GIT_COMMIT=<commit> bash scripts/gpu/step_time_gpu.sh        (OUT=$OUT: results land there)
 #
-# Writes $OUT/step_time_llama3_shape_8l_compiled_dropout{005,0}_<short>.{json,md} and step_time_<short>_{d005,d0}.log
+# At 8b3f2aa both runs took ~520 s: each row compiles for 20-45 s and LoRA-Dash's cold switch takes ~42 s, so five
+# dropout-0 rows did not fit LIMIT=520; trim ROWS0/ROWS005 to what one call needs.
+# Variants: SET="train.optimizer=adamw_torch_fused" TAG=_fusedadamw (or train.compile_mode=reduce-overhead) run
+# every row with that recipe override (step_time.py --set), the floor's included.
+# Writes $OUT/step_time_llama3_shape_8l_compiled_dropout{005,0}<TAG>_<short>.{json,md} and step_time_<short>_{d005,d0}.log
 # (progress bars removed). Then here: copy the JSON/md to benchmarks/results/, the logs to results/gpu/, and commit.
 set -euo pipefail
 : "${SPECTUNE_GIT_COMMIT:?set SPECTUNE_GIT_COMMIT to the commit of this tree (the copy has no .git)}"
 OUT=${OUT:-/tmp/step_time_out}
 SITE=${GPU_SITE:-/tmp/site}
 LIMIT=${LIMIT:-540}          # seconds per run (a device call is at most 600)
+SET=${SET:-}                 # train.* overrides for every row (step_time.py --set), e.g. "train.optimizer=adamw_torch_fused"
+TAG=${TAG:-}                 # appended to the output names, e.g. _fusedadamw
+ROWS005=${ROWS005:-floor,peft_lora,lora,lora_dash,plora,svf}
+ROWS0=${ROWS0:-floor,peft_lora,lora,lora_dash,plora}
 short=${SPECTUNE_GIT_COMMIT:0:7}
 mkdir -p "$OUT"
 export PYTHONPATH=$SITE:$PWD/src HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1 SPECTUNE_GIT_DIRTY=0
@@ -22,6 +30,7 @@ export PYTHONPATH=$SITE:$PWD/src HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBU
 SHAPE=(--model llama-shape --layers 8 --hidden 4096 --intermediate 14336 --heads 32 --kv-heads 8 --vocab 128256
   --batch 8 --seq 512 --precision bf16 --r 32 --targets q_proj,k_proj,v_proj,up_proj,down_proj --dash-s 8
   --plora-stage 200 --warmup 3 --steps 10 --modes compiled --profile-steps --git-commit "$SPECTUNE_GIT_COMMIT")
+for o in $SET; do SHAPE+=(--set "$o"); done
 ngpu=$(nvidia-smi -L | wc -l)
 second=$(( ngpu >= 2 ? 1 : 0 ))
 
@@ -29,22 +38,22 @@ run() {  # gpu dropout tag rows [extra...]
   local gpu=$1 p=$2 tag=$3 rows=$4 rc=0; shift 4
   local raw=$OUT/raw_d$tag.log
   CUDA_VISIBLE_DEVICES=$gpu timeout "$LIMIT" python3 benchmarks/step_time.py "${SHAPE[@]}" --dropout "$p" \
-    --rows "$rows" "$@" --out "$OUT/step_time_llama3_shape_8l_compiled_dropout${tag}_$short.json" > "$raw" 2>&1 \
+    --rows "$rows" "$@" --out "$OUT/step_time_llama3_shape_8l_compiled_dropout${tag}${TAG}_$short.json" > "$raw" 2>&1 \
     || rc=$?
-  python3 scripts/gpu/strip_progress.py "$raw" > "$OUT/step_time_${short}_d${tag}.log" && rm -f "$raw"
+  python3 scripts/gpu/strip_progress.py "$raw" > "$OUT/step_time_${short}_d${tag}${TAG}.log" && rm -f "$raw"
   echo "dropout $p: exit $rc"
   return $rc
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpus.csv"
-run 0 0.05 005 floor,peft_lora,lora,lora_dash,plora,svf --profile-unload &
+run 0 0.05 005 "$ROWS005" --profile-unload &
 a=$!
 if (( second )); then
-  run 1 0 0 floor,peft_lora,lora,lora_dash,plora &
+  run 1 0 0 "$ROWS0" &
   b=$!
 else
   wait $a || true
-  run 0 0 0 floor,peft_lora,lora,lora_dash,plora &
+  run 0 0 0 "$ROWS0" &
   b=$!
 fi
 status=0

@@ -63,6 +63,8 @@ class TrainOptions(_Strict):
     num_threads: int | None = Field(default=None, ge=1)
     objective: Literal["next_token", "reinforce"] = "next_token"
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
+    optimizer: Literal["adamw_torch", "adamw_torch_fused"] = "adamw_torch"
     count_tokens: bool = False
     rl: RLOptions
 
@@ -74,6 +76,12 @@ class TrainOptions(_Strict):
             raise ValueError("train.max_steps=0 trains nothing; use a positive number, or -1/null for train.epochs")
         if self.warmup_steps and self.warmup_ratio:
             raise ValueError("set either train.warmup_steps or train.warmup_ratio, not both")
+        if self.compile_mode is not None and not self.compile:
+            raise ValueError(f"train.compile_mode={self.compile_mode} needs train.compile=true (nothing is compiled "
+                             "otherwise); set train.compile=true or drop train.compile_mode")
+        if self.optimizer != "adamw_torch" and self.objective == "reinforce":
+            raise ValueError(f"train.optimizer={self.optimizer} sets the HF Trainer's AdamW; train.objective=reinforce "
+                             "steps the official Adam itself (spectune.training.reinforce); drop train.optimizer")
         if self.compile and self.deepspeed:
             raise ValueError(f"train.compile=true with train.deepspeed={self.deepspeed} is not supported (not tested; "
                              "ZeRO-3 partitions the LoRA factors the fused forward reads); drop one of them")

@@ -51,6 +51,7 @@ def test_json_keys(result):
         assert len(rec["ms_per_step_all"]) == 2 and rec["ms_per_step"] > 0
     rows = data["methods"]
     assert rows["floor"]["ratio_vs_floor"] == 1.0 and rows["peft_lora"]["ratio_vs_peft_lora"] == 1.0
+    assert rows["lora"]["optimizer"] == {"class": "AdamW", "fused": False, "foreach": None}  # the recipe's default
     assert rows["lora_dash"]["switch_ms"] > 0 and rows["lora_dash"]["switched_layers"] == 7
     plora = rows["plora"]
     assert plora["unload_ms"] > 0 and plora["unload_ms_first"] > 0 and plora["plora_stage_steps"] == 4
@@ -108,3 +109,18 @@ def test_compiled_row(step_time):
     data = step_time.main([*TINY, "--rows", "lora", "--modes", "compiled", "--compile-backend", "eager"])
     rec = data["methods"]["lora+compiled"]
     assert rec["mode"] == "compiled" and rec["torch_compiled"] and rec["trained"] and rec["ratio_vs_floor"] is None
+
+
+def test_recipe_overrides_reach_every_row(step_time):
+    """--set train.KEY=VALUE composes into each row's recipe config: train.optimizer=adamw_torch_fused gives the
+    Trainer's fused AdamW, recorded in the row and the table's title; keys the other options own are refused."""
+    data = step_time.main([*TINY, "--rows", "floor,lora", "--modes", "eager", "--set",
+                           "train.optimizer=adamw_torch_fused"])
+    rec = data["methods"]["lora"]
+    assert rec["optimizer"]["class"] == "AdamW" and rec["optimizer"]["fused"] and rec["trained"]
+    assert data["config"]["train_set"] == ["train.optimizer=adamw_torch_fused"]
+    assert "recipe overrides train.optimizer=adamw_torch_fused" in data["markdown"]
+    with pytest.raises(SystemExit):
+        step_time.parse_args([*TINY, "--set", "train.compile=true"])
+    with pytest.raises(SystemExit):
+        step_time.parse_args([*TINY, "--set", "method.r=4"])

@@ -162,12 +162,13 @@ def test_lowrank_rank_stats_equal_the_dense_ones():
     assert low["numerical_rank"] == 6 and low["shape"] == [40, 30]
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])  # train.optimizer: adamw_torch(_fused)
 @pytest.mark.parametrize("mode", ["reset", "prune"])
-def test_unload_resets_or_prunes_the_adapters_optimizer_state(mode):
+def test_unload_resets_or_prunes_the_adapters_optimizer_state(mode, fused):
     method = PeriodicLoRA(PLoraSpec(r=4, target_modules=TARGETS, dropout=0.0, moments=mode, prune_keep=0.25))
     model, tok = _model(method)
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=fused)
     batch = _batch(tok)
     for _ in range(2):
         model(**batch, labels=torch.tensor([1, 0, 1])).loss.backward()
@@ -188,6 +189,9 @@ def test_unload_resets_or_prunes_the_adapters_optimizer_state(mode):
         nz = after != 0
         assert torch.equal(after[nz], before[nz])
     assert torch.equal(opt.state[head]["exp_avg"], head_state)  # not an adapter: untouched
+    model(**batch, labels=torch.tensor([1, 0, 1])).loss.backward()  # and training goes on from there
+    opt.step()
+    assert torch.isfinite(opt.state[A]["exp_avg_sq"]).all() and float(opt.state[A]["step"]) >= 1
 
 
 def test_restart_schedule_rewarms_from_each_boundary():

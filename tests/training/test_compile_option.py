@@ -1,4 +1,5 @@
-"""``train.compile``: TrainingArguments' ``torch_compile`` from the recipe; the combinations it refuses name the fix."""
+"""``train.compile`` / ``compile_mode`` / ``optimizer``: TrainingArguments' ``torch_compile``, ``torch_compile_mode``
+and ``optim`` from the recipe; the combinations it refuses name the fix."""
 
 from __future__ import annotations
 
@@ -34,9 +35,26 @@ def test_training_arguments_torch_compile(flag: list[str], want: bool, tmp_path:
         (["train.compile=true", "train.objective=reinforce", "method=svf", "task=t2/arc_easy"],
          "drop train.compile"),
         (["train.compile=maybe"], "train.compile"),
+        (["train.compile_mode=reduce-overhead"], r"needs train\.compile=true"),
+        (["train.compile=true", "train.compile_mode=fastest"], "train.compile_mode"),
+        (["train.optimizer=sgd"], "train.optimizer"),
+        (["train.optimizer=adamw_torch_fused", "train.objective=reinforce", "method=svf", "task=t2/arc_easy"],
+         "drop train.optimizer"),
     ],
 )
 def test_compile_refusals_name_the_fix(overrides: list[str], fragment: str) -> None:
     cfg = compose_cfg(["model=smollm2", "task=commonsense/boolq", *overrides])
     with pytest.raises(ConfigError, match=fragment):
         validate(cfg)
+
+
+def test_training_arguments_compile_mode_and_optimizer(tmp_path: Path) -> None:
+    cfg = compose_cfg(["model=smollm2", "task=commonsense/boolq", "method=lora"])
+    validate(cfg)
+    args = training_arguments(cfg, tmp_path)
+    assert args.optim == "adamw_torch" and args.torch_compile_mode is None
+    cfg = compose_cfg(["model=smollm2", "task=commonsense/boolq", "method=lora", "train.compile=true",
+                       "train.compile_mode=reduce-overhead", "train.optimizer=adamw_torch_fused"])
+    validate(cfg)
+    args = training_arguments(cfg, tmp_path)
+    assert args.optim == "adamw_torch_fused" and args.torch_compile_mode == "reduce-overhead"

@@ -149,10 +149,11 @@ def training_arguments(cfg: DictConfig, run_dir: Path):
         use_cpu=not torch.cuda.is_available(),
         ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         dataloader_num_workers=0,
-        optim="adamw_torch",
+        optim=t.optimizer,
         disable_tqdm=False,
         # torch.compile of the model (accelerate's TorchDynamoPlugin, inductor) in the Trainer's prepare step.
         torch_compile=bool(t.get("compile", False)),
+        torch_compile_mode=t.compile_mode,
         include_num_input_tokens_seen="non_padding" if t.count_tokens else "no",
     )
 
