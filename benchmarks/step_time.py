@@ -247,18 +247,22 @@ def timed_call(device: str, fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, (time.perf_counter() - t0) * 1e3
 
 
-def profile_call(device: str, fn: Callable[[], Any], top: int = 15) -> list[dict[str, Any]]:
-    """The operators of one call of ``fn`` under torch.profiler, by self time (device time first on CUDA)."""
+def profiled(device: str, fn: Callable[[], Any]) -> list[Any]:
+    """``torch.profiler``'s per-operator (and, on CUDA, per-kernel) averages of one call of ``fn``, synchronised."""
     from torch.profiler import ProfilerActivity, profile
 
-    cuda = device.startswith("cuda")
-    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.startswith("cuda") else [])]
     sync(device)
     with profile(activities=activities) as prof:
         fn()
         sync(device)
+    return list(prof.key_averages())
+
+
+def profile_call(device: str, fn: Callable[[], Any], top: int = 15) -> list[dict[str, Any]]:
+    """The operators of one call of ``fn`` under torch.profiler, by self time (device time first on CUDA)."""
     rows = []
-    for e in prof.key_averages():
+    for e in profiled(device, fn):
         dev_us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0
         rows.append({"op": e.key, "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 3),
                      "self_device_ms": round(dev_us / 1e3, 3)})
@@ -285,16 +289,9 @@ def kernel_category(name: str) -> str:
 def profile_step(device: str, step: Callable[[], Any], top: int = 25) -> dict[str, Any]:
     """One training step under torch.profiler: on CUDA the kernels' device time (total, by :func:`kernel_category`,
     the ``top`` kernels), elsewhere the operators' self CPU time the same way; ``kind`` says which."""
-    from torch.profiler import ProfilerActivity, profile
-
     cuda = device.startswith("cuda")
-    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
-    sync(device)
-    with profile(activities=activities) as prof:
-        step()
-        sync(device)
     kernels = []
-    for e in prof.key_averages():
+    for e in profiled(device, step):
         if getattr(e, "is_user_annotation", False):
             continue  # a region (e.g. "Optimizer.step#AdamW.step" on the GPU timeline) overlaps its kernels' time
         if cuda:
