@@ -259,13 +259,17 @@ def profiled(device: str, fn: Callable[[], Any]) -> list[Any]:
     return list(prof.key_averages())
 
 
+def device_us(event: Any) -> float:
+    """A profiler average's self time on the device, in µs (the attribute's name changed across torch versions)."""
+    return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0) or 0
+
+
 def profile_call(device: str, fn: Callable[[], Any], top: int = 15) -> list[dict[str, Any]]:
     """The operators of one call of ``fn`` under torch.profiler, by self time (device time first on CUDA)."""
     rows = []
     for e in profiled(device, fn):
-        dev_us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0
         rows.append({"op": e.key, "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 3),
-                     "self_device_ms": round(dev_us / 1e3, 3)})
+                     "self_device_ms": round(device_us(e) / 1e3, 3)})
     rows.sort(key=lambda r: (r["self_device_ms"] + r["self_cpu_ms"]), reverse=True)
     return rows[:top]
 
@@ -295,7 +299,7 @@ def profile_step(device: str, step: Callable[[], Any], top: int = 25) -> dict[st
         if getattr(e, "is_user_annotation", False):
             continue  # a region (e.g. "Optimizer.step#AdamW.step" on the GPU timeline) overlaps its kernels' time
         if cuda:
-            us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0
+            us = device_us(e)
             if getattr(e, "device_type", None) != torch.autograd.DeviceType.CUDA:
                 continue  # CPU-side operators: their kernels are counted as kernels
         else:

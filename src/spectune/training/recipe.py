@@ -152,7 +152,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path):
         optim=t.optimizer,
         disable_tqdm=False,
         # torch.compile of the model (accelerate's TorchDynamoPlugin, inductor) in the Trainer's prepare step.
-        torch_compile=bool(t.get("compile", False)),
+        torch_compile=t.compile,
         torch_compile_mode=t.compile_mode,
         include_num_input_tokens_seen="non_padding" if t.count_tokens else "no",
     )
