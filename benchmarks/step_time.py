@@ -48,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -516,14 +517,16 @@ def environment(args: argparse.Namespace, argv: list[str] | None) -> dict[str, A
 
 def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
     """``ratio_vs_floor`` (compiled floor, else eager), ``peak_vs_floor_mib``, ``ratio_vs_peft_lora`` (same mode)."""
-    floor = rows.get("floor+compiled") or rows.get("floor")
+    floor = next((rows[k] for k in ("floor+compiled", "floor") if k in rows and "error" not in rows[k]), None)
     for rec in rows.values():
+        if "error" in rec:
+            continue
         ms = rec.get("ms_per_step_amortised", rec["ms_per_step"])
         rec["ratio_vs_floor"] = round(ms / floor["ms_per_step"], 3) if floor else None
         rec["peak_vs_floor_mib"] = (round(rec["peak_mib"] - floor["peak_mib"], 1)
                                     if floor and rec.get("peak_mib") is not None and floor.get("peak_mib") else None)
         ref = rows.get("peft_lora" + ("+compiled" if rec["mode"] == "compiled" else ""))
-        rec["ratio_vs_peft_lora"] = round(ms / ref["ms_per_step"], 3) if ref else None
+        rec["ratio_vs_peft_lora"] = round(ms / ref["ms_per_step"], 3) if ref and "error" not in ref else None
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -543,6 +546,10 @@ def markdown(result: dict[str, Any]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for rec in result["methods"].values():
+        if "error" in rec:
+            lines.append(f"| {rec['row']} | {rec['mode']} | — | — | — | — | — | — | **failed**: "
+                         f"{rec['error'][:200].replace('|', '/').replace(chr(10), ' ')} |")
+            continue
         notes = []
         if "switch_ms" in rec:
             notes.append(f"after the switch (switch {rec['switch_ms']:,.0f} ms)")
@@ -607,7 +614,14 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any
                 for mode in args.modes:
                     key = row + ("+compiled" if mode == "compiled" else "")
                     print(f"[step_time] {key} ...", file=sys.stderr, flush=True)
-                    rows[key] = run_row(row, mode == "compiled", args, batch, Path(tmp) / key)
+                    try:
+                        rows[key] = run_row(row, mode == "compiled", args, batch, Path(tmp) / key)
+                    except Exception as err:  # recorded; the other rows still run (a recipe override can fail)
+                        traceback.print_exc()
+                        rows[key] = {"row": row, "mode": mode, "error": f"{type(err).__name__}: {err}"[:2000]}
+                        print(f"[step_time] {key}: FAILED, {rows[key]['error'][:300]}", file=sys.stderr, flush=True)
+                        free_memory(args.device)
+                        continue
                     free_memory(args.device)
                     rec = rows[key]
                     peak = "" if rec["peak_mib"] is None else f", peak {rec['peak_mib']:,.0f} MiB"

@@ -39,7 +39,10 @@ SEQ=${SEQ:-512}
 METHODS=${METHODS:-lora lora_dash plora svf full}
 STAGES=${STAGES:-zero2 zero3}
 LOSS_TOL=${LOSS_TOL:-0.02}   # bf16 and a different reduction order: losses agree to a few 1e-3, not bit for bit
-mkdir -p "$OUT" .gpu_ds_runs
+RUNS=${RUNS:-.gpu_ds_runs}   # run folders; a second invocation with other settings (BATCH=32) takes its own RUNS
+MODEL=${MODEL:-.gpu_ds_runs/llama_shape_model}  # the random-init model, shared by invocations
+TAG=${TAG:-}                 # in the JSON's name: deepspeed_2gpu<TAG>_<commit>.json, e.g. TAG=_batch32
+mkdir -p "$OUT" "$RUNS"
 exec > >(tee "$OUT/log.txt") 2>&1
 
 export PYTHONPATH=$SITE:$PWD/src HF_HUB_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false \
@@ -51,14 +54,13 @@ python3 -c "import deepspeed, hydra, submitit; print('deepspeed', deepspeed.__ve
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpus.csv"
 [[ $(nvidia-smi -L | wc -l) -ge 2 ]] || { echo "needs 2 GPUs" >&2; exit 1; }
 
-MODEL=.gpu_ds_runs/llama_shape_model
 [[ -f $MODEL/llama_shape.json ]] || python3 scripts/gpu/llama_shape_model.py --out "$MODEL" --layers "$LAYERS"
 
 # What every run shares: the model, a real task (TASK, embedded carve-out, in the GPU payload), bf16, fixed steps, no merged
 # export, checkpoints off (save_steps > max_steps), per-step losses logged.
 COMMON=(model=llama_shape "model.name_or_path=$MODEL" "task=$TASK" task.n_valid=0 task.n_train=$((2 * BATCH * STEPS))
   task.n_test=16 train.max_steps=$STEPS train.max_length=$SEQ train.precision=bf16 train.logging_steps=1
-  train.save_steps=100000 export_merged=false eval.batch_size=8 logger=disabled seed=0 runs_root=.gpu_ds_runs
+  train.save_steps=100000 export_merged=false eval.batch_size=8 logger=disabled seed=0 "runs_root=$RUNS"
   train.count_tokens=true)
 method_args() {
   case $1 in
@@ -88,7 +90,7 @@ for method in $METHODS; do    # method by method (both stages each): a DEADLINE 
   done
 done
 
-export BATCH SEQ WARM=${WARM:-5}
+export BATCH SEQ STEPS LAYERS TASK RUNS MODEL TAG WARM=${WARM:-5}
 python3 - "$OUT" "$SPECTUNE_GIT_COMMIT" "$LOSS_TOL" <<'EOF'
 """Compare 1- and 2-GPU runs: losses, tokens/s, memory; ZeRO-3: reload the saved artefacts and compare logits."""
 import json, os, subprocess, sys
@@ -97,7 +99,7 @@ from pathlib import Path
 import torch
 
 out, commit, tol = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-root = Path(".gpu_ds_runs")
+root = Path(os.environ["RUNS"])
 
 
 def events(run, kind):
@@ -123,9 +125,10 @@ def logits(run):
 
 cells = []
 for one in sorted((p for p in root.glob("ds_1gpu_*/*/*/*/seed0")), key=str):
-    stage = one.parts[1].removeprefix("ds_1gpu_")
-    two = root / f"ds_2gpu_{stage}" / Path(*one.parts[2:])
-    cell = {"stage": stage, "method": one.parts[3], "one_gpu": str(one), "two_gpu": str(two)}
+    rel = one.relative_to(root).parts  # ds_1gpu_<stage>/<model>/<method>/<task>/seed0
+    stage = rel[0].removeprefix("ds_1gpu_")
+    two = root / f"ds_2gpu_{stage}" / Path(*rel[1:])
+    cell = {"stage": stage, "method": rel[2], "one_gpu": str(one), "two_gpu": str(two)}
     s1, s2 = (json.loads((r / "summary.json").read_text()) if (r / "summary.json").exists() else {} for r in (one, two))
     cell["status"] = [s1.get("status"), s2.get("status")]
     l1 = [e["loss"] for e in events(one, "train") if "loss" in e]
@@ -192,9 +195,11 @@ for one in sorted((p for p in root.glob("ds_1gpu_*/*/*/*/seed0")), key=str):
 gpus = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
                       capture_output=True, text=True).stdout.strip().splitlines()
 result = {"commit": commit, "gpus": gpus, "world_sizes": [1, 2], "loss_tolerance": tol,
-          "model": json.loads((root / "llama_shape_model/llama_shape.json").read_text()),
+          "model": json.loads((Path(os.environ["MODEL"]) / "llama_shape.json").read_text()),
+          "task": os.environ["TASK"], "steps": int(os.environ["STEPS"]), "batch_per_gpu": int(os.environ["BATCH"]),
+          "global_batch": 2 * int(os.environ["BATCH"]), "max_length": int(os.environ["SEQ"]),
           "command": "bash scripts/gpu/deepspeed_2gpu.sh", "cells": cells}
-path = out / f"deepspeed_2gpu_{commit[:7]}.json"
+path = out / f"deepspeed_2gpu{os.environ['TAG']}_{commit[:7]}.json"
 path.write_text(json.dumps(result, indent=1))
 for c in cells:
     print(f"{c['stage']:<6} {c['method']:<22} status {c['status']} max|Δloss| {c['max_abs_loss_diff']} "
@@ -202,8 +207,8 @@ for c in cells:
           f"reload: self {c.get('zero3_self_reload_max_abs_diff')}, 1 vs 2 GPUs Δlogit {c.get('zero3_reload_max_abs_logit_diff')}")
 print(path)
 EOF
-find .gpu_ds_runs \( -name summary.json -o -name config.yaml -o -name metrics.jsonl -o -name environment.json \
+find "$RUNS" \( -name summary.json -o -name config.yaml -o -name metrics.jsonl -o -name environment.json \
   -o -name method_record.json -o -name 'method_record.rank*.json' -o -name eval_results.json \) \
-  | tar czf "$OUT/runs.tgz" -T -
+  | tar czf "$OUT/runs$TAG.tgz" -T -
 ls -la "$OUT"
 exit $status

@@ -11,8 +11,10 @@
 # At 8b3f2aa both runs took ~520 s: each row compiles for 20-45 s and LoRA-Dash's cold switch takes ~42 s, so five
 # dropout-0 rows did not fit LIMIT=520; trim ROWS0/ROWS005 to what one call needs.
 # Variants: SET="train.optimizer=adamw_torch_fused" TAG=_fusedadamw (or train.compile_mode=reduce-overhead) run
-# every row with that recipe override (step_time.py --set), the floor's included.
-# Writes $OUT/step_time_llama3_shape_8l_compiled_dropout{005,0}<TAG>_<short>.{json,md} and step_time_<short>_{d005,d0}.log
+# every row with that recipe override (step_time.py --set), the floor's included. The second GPU's run takes SET1,
+# TAG1 and P1 (its dropout, default 0) when given, so two variants of one dropout can run side by side, e.g.
+#   SET=train.optimizer=adamw_torch_fused TAG=_fusedadamw SET1=train.compile_mode=reduce-overhead TAG1=_cudagraphs P1=0.05
+# Writes $OUT/step_time_llama3_shape_8l_compiled_dropout<p><TAG>_<short>.{json,md} and step_time_<short>_d<p><TAG>.log
 # (progress bars removed). Then here: copy the JSON/md to benchmarks/results/, the logs to results/gpu/, and commit.
 set -euo pipefail
 : "${SPECTUNE_GIT_COMMIT:?set SPECTUNE_GIT_COMMIT to the commit of this tree (the copy has no .git)}"
@@ -21,6 +23,9 @@ SITE=${GPU_SITE:-/tmp/site}
 LIMIT=${LIMIT:-540}          # seconds per run (a device call is at most 600)
 SET=${SET:-}                 # train.* overrides for every row (step_time.py --set), e.g. "train.optimizer=adamw_torch_fused"
 TAG=${TAG:-}                 # appended to the output names, e.g. _fusedadamw
+SET1=${SET1-$SET}            # the second run's overrides, name tag and dropout
+TAG1=${TAG1-$TAG}
+P1=${P1:-0}
 ROWS005=${ROWS005:-floor,peft_lora,lora,lora_dash,plora,svf}
 ROWS0=${ROWS0:-floor,peft_lora,lora,lora_dash,plora}
 short=${SPECTUNE_GIT_COMMIT:0:7}
@@ -30,30 +35,31 @@ export PYTHONPATH=$SITE:$PWD/src HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBU
 SHAPE=(--model llama-shape --layers 8 --hidden 4096 --intermediate 14336 --heads 32 --kv-heads 8 --vocab 128256
   --batch 8 --seq 512 --precision bf16 --r 32 --targets q_proj,k_proj,v_proj,up_proj,down_proj --dash-s 8
   --plora-stage 200 --warmup 3 --steps 10 --modes compiled --profile-steps --git-commit "$SPECTUNE_GIT_COMMIT")
-for o in $SET; do SHAPE+=(--set "$o"); done
 ngpu=$(nvidia-smi -L | wc -l)
 second=$(( ngpu >= 2 ? 1 : 0 ))
 
-run() {  # gpu dropout tag rows [extra...]
-  local gpu=$1 p=$2 tag=$3 rows=$4 rc=0; shift 4
-  local raw=$OUT/raw_d$tag.log
-  CUDA_VISIBLE_DEVICES=$gpu timeout "$LIMIT" python3 benchmarks/step_time.py "${SHAPE[@]}" --dropout "$p" \
-    --rows "$rows" "$@" --out "$OUT/step_time_llama3_shape_8l_compiled_dropout${tag}${TAG}_$short.json" > "$raw" 2>&1 \
+run() {  # gpu dropout rows "overrides" name-tag [extra...]
+  local gpu=$1 p=$2 rows=$3 set=$4 vtag=$5 rc=0 o; shift 5
+  local tag=${p//./} sets=()
+  for o in $set; do sets+=(--set "$o"); done
+  local raw=$OUT/raw_d$tag$vtag.log
+  CUDA_VISIBLE_DEVICES=$gpu timeout "$LIMIT" python3 benchmarks/step_time.py "${SHAPE[@]}" "${sets[@]}" --dropout "$p" \
+    --rows "$rows" "$@" --out "$OUT/step_time_llama3_shape_8l_compiled_dropout${tag}${vtag}_$short.json" > "$raw" 2>&1 \
     || rc=$?
-  python3 scripts/gpu/strip_progress.py "$raw" > "$OUT/step_time_${short}_d${tag}${TAG}.log" && rm -f "$raw"
-  echo "dropout $p: exit $rc"
+  python3 scripts/gpu/strip_progress.py "$raw" > "$OUT/step_time_${short}_d${tag}${vtag}.log" && rm -f "$raw"
+  echo "dropout $p $set: exit $rc"
   return $rc
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpus.csv"
-run 0 0.05 005 "$ROWS005" --profile-unload &
+run 0 0.05 "$ROWS005" "$SET" "$TAG" --profile-unload &
 a=$!
 if (( second )); then
-  run 1 0 0 "$ROWS0" &
+  run 1 "$P1" "$ROWS0" "$SET1" "$TAG1" &
   b=$!
 else
   wait $a || true
-  run 0 0 0 "$ROWS0" &
+  run 0 "$P1" "$ROWS0" "$SET1" "$TAG1" &
   b=$!
 fi
 status=0

@@ -124,3 +124,23 @@ def test_recipe_overrides_reach_every_row(step_time):
         step_time.parse_args([*TINY, "--set", "train.compile=true"])
     with pytest.raises(SystemExit):
         step_time.parse_args([*TINY, "--set", "method.r=4"])
+
+
+def test_failing_row_is_recorded_and_the_others_run(step_time, monkeypatch):
+    """A row that raises (e.g. a recipe override the GPU stack rejects) is kept as its error, marked in the table and
+    left out of the ratios; the rows after it still run and the floor's ratios still come out."""
+    real = step_time.run_row
+
+    def run_row(row, *args, **kwargs):
+        if row == "peft_lora":
+            raise RuntimeError("CUDAGraphs | boom")
+        return real(row, *args, **kwargs)
+
+    monkeypatch.setattr(step_time, "run_row", run_row)
+    data = step_time.main([*TINY, "--rows", "floor,peft_lora,lora", "--modes", "eager"])
+    rows = data["methods"]
+    assert rows["peft_lora"] == {"row": "peft_lora", "mode": "eager", "error": "RuntimeError: CUDAGraphs | boom"}
+    assert rows["lora"]["trained"] and rows["lora"]["ratio_vs_floor"] > 0
+    assert rows["lora"]["ratio_vs_peft_lora"] is None
+    assert "| peft_lora | eager | — |" in data["markdown"] and "**failed**: RuntimeError: CUDAGraphs / boom" in \
+        data["markdown"]
