@@ -17,9 +17,11 @@ form), which inductor fuses into the next kernel. With dropout in training,
 drop(x) Aᵀ is :class:`DropoutMatmul`: it keeps for backward x (the tensor W x and the sibling modules already read,
 so q, k, v share it) and the dropout mask packed 8 elements to a byte, and recomputes drop(x) = x·m/(1−p) there,
 instead of keeping a dropped copy of x and a bool mask per adapted module (PEFT's path): 1/8 byte per input element
-in place of 3 in bf16. The mask is drawn by ``torch.native_dropout`` with the adapter's p, once per adapter in PEFT's
-order: the same draw as PEFT's ``nn.Dropout`` in eager mode, so with the same seed the masks are PEFT's (in equal
-dtypes). No graph breaks under ``torch.compile`` (``torch._dynamo.explain`` in the tests).
+in place of 3 in bf16. The mask is drawn with the adapter's p, once per adapter in PEFT's order. On CPU the draw is
+``torch.native_dropout``'s, PEFT's ``nn.Dropout`` draw, so with the same seed the masks are PEFT's (in equal dtypes). On
+CUDA it is :mod:`spectune.methods.dropout_bits`: the same Bernoulli(1 − p) per element, four per Philox call, written
+packed (``torch.native_dropout`` spends a Philox call per element). No graph breaks under ``torch.compile``
+(``torch._dynamo.explain`` in the tests).
 
 The fused path runs when it is exact up to rounding; otherwise PEFT's own forward runs: adapters disabled or merged,
 ``adapter_names=`` (mixed batches) or other keyword arguments, a LoRA variant (DoRA, …), ``fan_in_fan_out``,
@@ -39,6 +41,8 @@ from typing import Any
 import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
+
+from spectune.methods import dropout_bits
 
 
 def pack_mask(keep: torch.Tensor) -> torch.Tensor:
@@ -75,16 +79,22 @@ class DropoutMatmul(torch.autograd.Function):
     drop(x) from them with the forward's own expression (:func:`apply_mask`), so with g = dL/dh the gradients are
     exactly those of the forward's mask: da = gᵀ drop(x), dx = (g a)·m/(1−p). x is the tensor the base layer and
     the sibling adapted modules (q, k, v) already hold, so it costs nothing more (x is kept only when a needs a
-    gradient, a only when x does, as ``torch.mm`` would). The mask is ``torch.native_dropout``'s, the draw
-    ``nn.Dropout`` makes in eager mode; its dropped output is not used (the same function forward and backward on
-    every device and under ``torch.compile``, which removes the unused output; in eager mode it is one more pass)."""
+    gradient, a only when x does, as ``torch.mm`` would). On CPU the mask is ``torch.native_dropout``'s, the draw
+    ``nn.Dropout`` makes in eager mode (its dropped output is not used; in eager mode it is one more pass). On CUDA it
+    is drawn packed by :func:`spectune.methods.dropout_bits.keep_bits` (same distribution, a quarter of the Philox
+    calls). Forward and backward apply it with the same function on every device and under ``torch.compile``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
-        _, keep = torch.native_dropout(x, p, True)
+        if x.is_cuda:  # four draws per Philox call, written packed (spectune.methods.dropout_bits)
+            packed = dropout_bits.keep_bits(x.numel(), p, x.device)
+            keep = unpack_mask(packed, x.shape)
+        else:  # PEFT's own draw
+            _, keep = torch.native_dropout(x, p, True)
+            packed = pack_mask(keep)
         xd = apply_mask(x, keep, p)
         needs_x, needs_a = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ctx.save_for_backward(x if needs_a else None, pack_mask(keep), a if needs_x else None)
+        ctx.save_for_backward(x if needs_a else None, packed, a if needs_x else None)
         ctx.p = p
         ctx.x_shape = x.shape
         return torch.mm(xd, a.t())

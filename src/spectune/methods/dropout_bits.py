@@ -1,0 +1,88 @@
+"""LoRA's dropout keep-masks drawn on the GPU eight to a byte, four Bernoulli draws per Philox call.
+
+drop(x) = x·m/(1−p) with m_i ~ Bernoulli(1−p) independent per element (Srivastava et al. 2014; PEFT's ``lora_dropout``).
+``torch.native_dropout`` (and inductor's lowering of it) spends one Philox4x32-10 call (Salmon et al. 2011) per element
+and keeps one of its four 32-bit words. LoRA on five modules of a LLaMA-3-8B block draws 126 M masks per layer and
+step, and those Philox rounds were most of the mask kernels' 6–7 ms per step on an H200 (benchmarks/NOTES.md, "Measured
+at 88207fa"). Here one call gives four words and each word one mask bit, written straight into the packed layout
+:class:`spectune.methods.lora_fused.DropoutMatmul` keeps for backward (element i is bit i % 8 of byte i // 8):
+
+    byte j = Σ_k [w_k ≥ T] · 2^k,   (w_0 … w_3) = Philox4x32-10(counter 2j, key), (w_4 … w_7) = … (counter 2j + 1),
+    T = round(p · 2³²),  so P(m_i = 0) = T / 2³² (within 2⁻³³ of p; ``torch.rand`` < p resolves p to 2⁻²⁴).
+
+The key is a 62-bit seed drawn per call on the device from torch's generator (``torch.randint``: seeded by the run's
+seed, captured by torch.compile's RNG handling), so masks are independent across modules and steps. The masks are the
+same in distribution as PEFT's, not the same draws: the eager CPU path keeps ``torch.native_dropout`` (PEFT's own draw,
+tested equal), and on CUDA PEFT's compiled masks already differ from its eager ones. docs/methods.md, "LoRA dropout".
+
+The kernel is built lazily, so this module imports without Triton (CPU installs); :func:`keep_bits` needs it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+BLOCK = 1024  # bytes (8 K elements) per Triton program
+
+
+def threshold(p: float) -> int:
+    """T = round(p·2³²): a 32-bit word below T drops its element (P(drop) = T/2³²). p in (0, 1)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"dropout probability {p} outside (0, 1): no mask to draw")
+    return min(round(p * 2**32), 2**32 - 1)
+
+
+def new_seed(device: torch.device | str) -> torch.Tensor:
+    """A fresh 62-bit Philox key on ``device`` (int64, shape (1,)) from torch's generator for that device."""
+    return torch.randint(0, 2**62, (1,), device=device, dtype=torch.int64)
+
+
+def make_kernel() -> Any:
+    """The Triton kernel (a new ``triton.jit`` function: under ``TRITON_INTERPRET=1`` it runs on CPU tensors)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def keep_bits_kernel(seed_ptr, out_ptr, n_bytes, thresh, BLOCK: tl.constexpr):  # noqa: N803 (Triton's style)
+        j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        seed = tl.load(seed_ptr)
+        t = thresh.to(tl.uint32)
+        w0, w1, w2, w3 = tl.randint4x(seed, 2 * j)  # 64-bit counter (lo, hi) = (2j, 0)
+        w4, w5, w6, w7 = tl.randint4x(seed, 2 * j + 1)
+        bits = ((w0 >= t).to(tl.uint32) | ((w1 >= t).to(tl.uint32) << 1) | ((w2 >= t).to(tl.uint32) << 2)
+                | ((w3 >= t).to(tl.uint32) << 3) | ((w4 >= t).to(tl.uint32) << 4) | ((w5 >= t).to(tl.uint32) << 5)
+                | ((w6 >= t).to(tl.uint32) << 6) | ((w7 >= t).to(tl.uint32) << 7))
+        tl.store(out_ptr + j, bits.to(tl.uint8), mask=j < n_bytes)
+
+    return keep_bits_kernel
+
+
+def launch(kernel: Any, seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
+    """Run ``kernel`` (:func:`make_kernel`, possibly wrapped by ``torch.library.wrap_triton``): ceil(numel/8) bytes."""
+    n_bytes = (numel + 7) // 8
+    out = torch.empty(n_bytes, dtype=torch.uint8, device=seed.device)
+    kernel[((n_bytes + BLOCK - 1) // BLOCK,)](seed, out, n_bytes, thresh, BLOCK=BLOCK)
+    return out
+
+
+@functools.cache
+def keep_bits_op() -> Any:
+    """``spectune::keep_bits(seed, numel, thresh) -> uint8[ceil(numel/8)]`` as a ``torch.library.triton_op``: one
+    kernel in eager mode, visible to torch.compile (no graph break; inductor schedules the kernel itself)."""
+    from torch.library import triton_op, wrap_triton
+
+    kernel = make_kernel()
+
+    @triton_op("spectune::keep_bits", mutates_args=())
+    def keep_bits_impl(seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
+        return launch(wrap_triton(kernel), seed, numel, thresh)
+
+    return keep_bits_impl
+
+
+def keep_bits(numel: int, p: float, device: torch.device) -> torch.Tensor:
+    """Keep-mask bits of ``numel`` elements for dropout probability p, packed 8 to a byte (module docstring)."""
+    return keep_bits_op()(new_seed(device), numel, threshold(p))
