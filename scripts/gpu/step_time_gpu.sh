@@ -27,7 +27,7 @@ SET1=${SET1-$SET}            # the second run's overrides, name tag and dropout
 TAG1=${TAG1-$TAG}
 P1=${P1:-0}
 ROWS005=${ROWS005:-floor,peft_lora,lora,lora_dash,plora,svf}
-ROWS0=${ROWS0:-floor,peft_lora,lora,lora_dash,plora}
+ROWS0=${ROWS0-floor,peft_lora,lora,lora_dash,plora}  # the second run's rows; ROWS0= (empty): no second run
 short=${SPECTUNE_GIT_COMMIT:0:7}
 mkdir -p "$OUT"
 export PYTHONPATH=$SITE:$PWD/src HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1 SPECTUNE_GIT_DIRTY=0
@@ -54,7 +54,9 @@ run() {  # gpu dropout rows "overrides" name-tag [extra...]
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpus.csv"
 run 0 0.05 "$ROWS005" "$SET" "$TAG" --profile-unload &
 a=$!
-if (( second )); then
+if [[ -z $ROWS0 ]]; then
+  b=$a
+elif (( second )); then
   run 1 "$P1" "$ROWS0" "$SET1" "$TAG1" &
   b=$!
 else
@@ -64,6 +66,6 @@ else
 fi
 status=0
 wait $a || status=1
-wait $b || status=1
+[[ $b == "$a" ]] || wait $b || status=1
 tail -n 30 "$OUT"/step_time_"${short}"_d*.log
 exit $status
