@@ -70,7 +70,7 @@ import sys, torch
 from spectune.methods import dropout_bits
 seed, numel, p = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 s = torch.tensor([seed], dtype=torch.int64)
-out = dropout_bits.launch(dropout_bits.make_kernel(), s, numel, dropout_bits.threshold(p))
+out = dropout_bits.launch(dropout_bits.keep_bits_kernel, s, numel, dropout_bits.threshold(p))
 sys.stdout.write(out.numpy().tobytes().hex())
 """
 
@@ -85,7 +85,7 @@ def draw(seed: int, numel: int, p: float, device: str) -> torch.Tensor:
         assert out.returncode == 0, out.stderr[-3000:]
         return torch.frombuffer(bytearray.fromhex(out.stdout), dtype=torch.uint8)
     s = torch.tensor([seed], dtype=torch.int64, device=device)
-    return dropout_bits.launch(dropout_bits.make_kernel(), s, numel, dropout_bits.threshold(p)).cpu()
+    return dropout_bits.launch(dropout_bits.keep_bits_kernel, s, numel, dropout_bits.threshold(p)).cpu()
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -137,3 +137,31 @@ def test_cuda_dropout_matmul_gradients_follow_its_own_mask(compiled):
     xd = x.detach() * keep / (1 - p)
     torch.testing.assert_close(x.grad, (g @ a.detach()) * keep / (1 - p))
     torch.testing.assert_close(a.grad, g.t() @ xd)
+
+
+TRACED = """
+import torch
+from spectune.methods import dropout_bits
+from spectune.methods.lora_fused import apply_mask, unpack_mask
+
+def dropped(x):
+    return apply_mask(x, unpack_mask(dropout_bits.keep_bits(x.numel(), 0.25, x.device), x.shape), 0.25)
+
+f = torch.compile(dropped, backend="aot_eager", fullgraph=True)
+x = torch.rand(64, 48) + 1.0
+a, b = f(x), f(x)
+assert a.shape == x.shape and not torch.equal(a, b)  # a fresh key per call, drawn inside the graph
+for h in (a, b):
+    keep = h != 0
+    torch.testing.assert_close(h[keep], x[keep] / 0.75)
+print("traced")
+"""
+
+
+@pytest.mark.skipif(not has_triton(), reason="Triton is not installed (CPU-only torch): the kernel cannot run here")
+def test_keep_bits_traces_into_one_graph():
+    """torch.compile (fullgraph) takes spectune::keep_bits as one opaque op (its fake gives the shape), the key drawn
+    inside the graph: two calls, two masks, each applied as x·m/(1−p). Triton's interpreter, CPU tensors."""
+    out = subprocess.run([sys.executable, "-c", TRACED], env={**os.environ, "TRITON_INTERPRET": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "traced", out.stderr[-3000:]

@@ -15,12 +15,11 @@ seed, captured by torch.compile's RNG handling), so masks are independent across
 same in distribution as PEFT's, not the same draws: the eager CPU path keeps ``torch.native_dropout`` (PEFT's own draw,
 tested equal), and on CUDA PEFT's compiled masks already differ from its eager ones. docs/methods.md, "LoRA dropout".
 
-The kernel is built lazily, so this module imports without Triton (CPU installs); :func:`keep_bits` needs it.
+This module imports without Triton (CPU installs); :func:`keep_bits` needs it.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -40,49 +39,51 @@ def new_seed(device: torch.device | str) -> torch.Tensor:
     return torch.randint(0, 2**62, (1,), device=device, dtype=torch.int64)
 
 
-def make_kernel() -> Any:
-    """The Triton kernel (a new ``triton.jit`` function: under ``TRITON_INTERPRET=1`` it runs on CPU tensors)."""
+try:  # CUDA wheels of torch bring Triton; CPU installs go without (their path never calls keep_bits)
     import triton
     import triton.language as tl
-
-    @triton.jit
-    def keep_bits_kernel(seed_ptr, out_ptr, n_bytes, thresh, BLOCK: tl.constexpr):  # noqa: N803 (Triton's style)
-        j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        seed = tl.load(seed_ptr)
-        t = thresh.to(tl.uint32)
-        w0, w1, w2, w3 = tl.randint4x(seed, 2 * j)  # 64-bit counter (lo, hi) = (2j, 0)
-        w4, w5, w6, w7 = tl.randint4x(seed, 2 * j + 1)
-        bits = ((w0 >= t).to(tl.uint32) | ((w1 >= t).to(tl.uint32) << 1) | ((w2 >= t).to(tl.uint32) << 2)
-                | ((w3 >= t).to(tl.uint32) << 3) | ((w4 >= t).to(tl.uint32) << 4) | ((w5 >= t).to(tl.uint32) << 5)
-                | ((w6 >= t).to(tl.uint32) << 6) | ((w7 >= t).to(tl.uint32) << 7))
-        tl.store(out_ptr + j, bits.to(tl.uint8), mask=j < n_bytes)
-
-    return keep_bits_kernel
+except ImportError:
+    triton = None
 
 
 def launch(kernel: Any, seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
-    """Run ``kernel`` (:func:`make_kernel`, possibly wrapped by ``torch.library.wrap_triton``): ceil(numel/8) bytes."""
+    """Run ``kernel`` (:data:`keep_bits_kernel`): ceil(numel/8)
+    bytes of keep bits for a 32-bit threshold (:func:`threshold`) and a Philox key ``seed`` (int64, shape (1,))."""
     n_bytes = (numel + 7) // 8
     out = torch.empty(n_bytes, dtype=torch.uint8, device=seed.device)
     kernel[((n_bytes + BLOCK - 1) // BLOCK,)](seed, out, n_bytes, thresh, BLOCK=BLOCK)
     return out
 
 
-@functools.cache
-def keep_bits_op() -> Any:
-    """``spectune::keep_bits(seed, numel, thresh) -> uint8[ceil(numel/8)]`` as a ``torch.library.triton_op``: one
-    kernel in eager mode, visible to torch.compile (no graph break; inductor schedules the kernel itself)."""
-    from torch.library import triton_op, wrap_triton
+if triton is not None:  # defined at import, so torch.compile never traces their creation
 
-    kernel = make_kernel()
+    @triton.jit
+    def keep_bits_kernel(seed_ptr, out_ptr, n_bytes, thresh, BLOCK: tl.constexpr):  # noqa: N803 (Triton's style)
+        """Byte j = Σ_k [w_k ≥ T]·2^k over the 8 words of Philox4x32-10 at counters 2j and 2j + 1."""
+        j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        seed = tl.load(seed_ptr)
+        t = thresh.to(tl.uint32)
+        w0, w1, w2, w3 = tl.randint4x(seed, 2 * j)  # 64-bit counter: (lo, hi) words of 2j, then 0, 0
+        w4, w5, w6, w7 = tl.randint4x(seed, 2 * j + 1)
+        bits = ((w0 >= t).to(tl.uint32) | ((w1 >= t).to(tl.uint32) << 1) | ((w2 >= t).to(tl.uint32) << 2)
+                | ((w3 >= t).to(tl.uint32) << 3) | ((w4 >= t).to(tl.uint32) << 4) | ((w5 >= t).to(tl.uint32) << 5)
+                | ((w6 >= t).to(tl.uint32) << 6) | ((w7 >= t).to(tl.uint32) << 7))
+        tl.store(out_ptr + j, bits.to(tl.uint8), mask=j < n_bytes)
 
-    @triton_op("spectune::keep_bits", mutates_args=())
-    def keep_bits_impl(seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
-        return launch(wrap_triton(kernel), seed, numel, thresh)
+    @torch.library.custom_op("spectune::keep_bits", mutates_args=())
+    def keep_bits_op(seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
+        """``spectune::keep_bits``: an opaque operator to torch.compile (no graph break; its fake below gives the
+        shape), one kernel launch in eager mode and in the compiled graph alike."""
+        return launch(keep_bits_kernel, seed, numel, thresh)
 
-    return keep_bits_impl
+    @keep_bits_op.register_fake
+    def _(seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
+        return seed.new_empty((numel + 7) // 8, dtype=torch.uint8)
 
 
 def keep_bits(numel: int, p: float, device: torch.device) -> torch.Tensor:
     """Keep-mask bits of ``numel`` elements for dropout probability p, packed 8 to a byte (module docstring)."""
-    return keep_bits_op()(new_seed(device), numel, threshold(p))
+    if triton is None:
+        raise RuntimeError("LoRA dropout on CUDA draws its masks with a Triton kernel (spectune.methods.dropout_bits), "
+                           "and Triton is not installed: pip install triton (torch's CUDA wheels bring it)")
+    return keep_bits_op(new_seed(device), numel, threshold(p))
