@@ -279,7 +279,7 @@ KERNEL_CATEGORIES = (  # first match wins; names as CUDA kernels (cuBLAS / CUTLA
     ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "splitk", "aten::mm", "aten::addmm",
               "aten::bmm")),
     ("attention", ("flash", "fmha", "attention", "sdpa", "efficient")),
-    ("dropout / RNG", ("dropout", "philox", "bernoulli", "rand")),
+    ("dropout / RNG", ("dropout", "philox", "bernoulli", "rand", "keep_bits")),  # keep_bits: dropout_bits.py
     ("triton (fused pointwise, reductions)", ("triton",)),
     ("copies, fills", ("memcpy", "memset", "copy", "fill")),
 )

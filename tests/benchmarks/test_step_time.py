@@ -77,6 +77,7 @@ def test_json_keys(result):
     ("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT", "gemm"),
     ("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_kernel_traits>", "attention"),
     ("triton_poi_fused_native_dropout_3", "dropout / RNG"),
+    ("keep_bits_kernel", "dropout / RNG"),
     ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_1", "triton (fused pointwise, reductions)"),
     ("Memcpy DtoD (Device -> Device)", "copies, fills"),
     ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float>>", "other"),

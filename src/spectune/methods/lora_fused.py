@@ -63,6 +63,18 @@ def unpack_mask(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> to
     return bits.view(-1)[:math.prod(shape)].view(shape).bool()
 
 
+def unpack_mask_forward(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """:func:`unpack_mask` by other operators (each bit tested against its power of two, ``!= 0``), for
+    :class:`DropoutMatmul`'s forward. With the same operators in forward and backward, AOTAutograd's CSE merges the
+    two unpackings, and inductor's min-cut partitioner then keeps an unpacked mask or drop(x) for backward (1–2 bytes
+    an element per module) instead of the packed bits (+2.7 GiB at the H200 benchmark's shapes: benchmarks/NOTES.md,
+    "Change 6"; ``test_lora_fused.py`` counts what the compiled step saves)."""
+    powers = torch.bitwise_left_shift(torch.ones(8, dtype=torch.uint8, device=packed.device),
+                                      torch.arange(8, dtype=torch.uint8, device=packed.device))
+    keep = torch.bitwise_and(packed.unsqueeze(-1), powers) != 0
+    return keep.view(-1)[:math.prod(shape)].view(shape)
+
+
 def apply_mask(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
     """x·m/(1−p), rounded as ``torch.native_dropout`` rounds its output on x's device (bitwise on CPU; on CUDA up
     to the float rounding of 1/(1−p)), forward and backward alike."""
@@ -70,6 +82,12 @@ def apply_mask(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
     if x.device.type == "cpu":  # CPU: x · (m·s) with m·s in x's dtype
         return x * (keep.to(x.dtype) * scale)
     return x * keep * scale  # CUDA (and inductor's decomposition): (x·m)·s in the op-math dtype, one rounding
+
+
+def packed_draw(x: torch.Tensor) -> bool:
+    """Whether :class:`DropoutMatmul` draws x's mask packed with :func:`spectune.methods.dropout_bits.keep_bits`
+    (CUDA) rather than with ``torch.native_dropout`` (PEFT's draw; CPU)."""
+    return x.is_cuda
 
 
 class DropoutMatmul(torch.autograd.Function):
@@ -86,9 +104,9 @@ class DropoutMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
-        if x.is_cuda:  # four draws per Philox call, written packed (spectune.methods.dropout_bits)
+        if packed_draw(x):  # four draws per Philox call, written packed (spectune.methods.dropout_bits)
             packed = dropout_bits.keep_bits(x.numel(), p, x.device)
-            keep = unpack_mask(packed, x.shape)
+            keep = unpack_mask_forward(packed, x.shape)  # not unpack_mask: see its docstring
         else:  # PEFT's own draw
             _, keep = torch.native_dropout(x, p, True)
             packed = pack_mask(keep)
