@@ -119,7 +119,7 @@ def test_drop_rate_per_bit_position(device):
 @pytest.mark.parametrize("compiled", [False, True])
 def test_cuda_dropout_matmul_gradients_follow_its_own_mask(compiled):
     """With a = I, h = drop(x): the mask is read off h, the drop rate is p, and dx, da are those of that mask
-    (float64 reference)."""
+    (float64 reference). Eager: native_dropout's draw; compiled: keep_bits's (lora_fused.packed_draw)."""
     from spectune.methods.lora_fused import DropoutMatmul
 
     torch.manual_seed(0)

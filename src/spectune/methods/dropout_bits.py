@@ -1,19 +1,19 @@
 """LoRA's dropout keep-masks drawn on the GPU eight to a byte, four Bernoulli draws per Philox call.
 
 drop(x) = x·m/(1−p) with m_i ~ Bernoulli(1−p) independent per element (Srivastava et al. 2014; PEFT's ``lora_dropout``).
-``torch.native_dropout`` (and inductor's lowering of it) spends one Philox4x32-10 call (Salmon et al. 2011) per element
-and keeps one of its four 32-bit words. LoRA on five modules of a LLaMA-3-8B block draws 126 M masks per layer and
-step, and those Philox rounds were most of the mask kernels' 6–7 ms per step on an H200 (benchmarks/NOTES.md, "Measured
-at 88207fa"). Here one call gives four words and each word one mask bit, written straight into the packed layout
+Inductor's lowering of ``torch.native_dropout`` spends one Philox4x32-10 call (Salmon et al. 2011) per element and
+keeps one of its four 32-bit words. LoRA on five modules of a LLaMA-3-8B block draws 126 M masks per layer and step,
+and those draws were most of LoRA's time over the frozen model in the compiled step on an H200 (benchmarks/NOTES.md,
+"Change 6"). Here one call gives four words and each word one mask bit, written straight into the packed layout
 :class:`spectune.methods.lora_fused.DropoutMatmul` keeps for backward (element i is bit i % 8 of byte i // 8):
 
     byte j = Σ_k [w_k ≥ T] · 2^k,   (w_0 … w_3) = Philox4x32-10(counter 2j, key), (w_4 … w_7) = … (counter 2j + 1),
     T = round(p · 2³²),  so P(m_i = 0) = T / 2³² (within 2⁻³³ of p; ``torch.rand`` < p resolves p to 2⁻²⁴).
 
 The key is a 62-bit seed drawn per call on the device from torch's generator (``torch.randint``: seeded by the run's
-seed, captured by torch.compile's RNG handling), so masks are independent across modules and steps. The masks are the
-same in distribution as PEFT's, not the same draws: the eager CPU path keeps ``torch.native_dropout`` (PEFT's own draw,
-tested equal), and on CUDA PEFT's compiled masks already differ from its eager ones. docs/methods.md, "LoRA dropout".
+seed, inside the compiled graph), so masks are independent across modules and steps. The masks are the same in
+distribution as PEFT's, not the same draws. DropoutMatmul uses this only under torch.compile on CUDA
+(``lora_fused.packed_draw``); eager mode keeps PEFT's own draw. docs/methods.md, "LoRA dropout compiled on CUDA".
 
 This module imports without Triton (CPU installs); :func:`keep_bits` needs it.
 """

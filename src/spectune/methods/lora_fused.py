@@ -17,11 +17,11 @@ form), which inductor fuses into the next kernel. With dropout in training,
 drop(x) Aᵀ is :class:`DropoutMatmul`: it keeps for backward x (the tensor W x and the sibling modules already read,
 so q, k, v share it) and the dropout mask packed 8 elements to a byte, and recomputes drop(x) = x·m/(1−p) there,
 instead of keeping a dropped copy of x and a bool mask per adapted module (PEFT's path): 1/8 byte per input element
-in place of 3 in bf16. The mask is drawn with the adapter's p, once per adapter in PEFT's order. On CPU the draw is
-``torch.native_dropout``'s, PEFT's ``nn.Dropout`` draw, so with the same seed the masks are PEFT's (in equal dtypes). On
-CUDA it is :mod:`spectune.methods.dropout_bits`: the same Bernoulli(1 − p) per element, four per Philox call, written
-packed (``torch.native_dropout`` spends a Philox call per element). No graph breaks under ``torch.compile``
-(``torch._dynamo.explain`` in the tests).
+in place of 3 in bf16. The mask is drawn with the adapter's p, once per adapter in PEFT's order. In eager mode the draw
+is ``torch.native_dropout``'s, PEFT's ``nn.Dropout`` draw, so with the same seed the masks are PEFT's (in equal dtypes).
+Compiled on CUDA it is :mod:`spectune.methods.dropout_bits`: the same Bernoulli(1 − p) per element, four per Philox
+call, written packed (inductor's lowering of ``native_dropout`` spends a Philox call per element). No graph breaks
+under ``torch.compile`` (``torch._dynamo.explain`` in the tests).
 
 The fused path runs when it is exact up to rounding; otherwise PEFT's own forward runs: adapters disabled or merged,
 ``adapter_names=`` (mixed batches) or other keyword arguments, a LoRA variant (DoRA, …), ``fan_in_fan_out``,
@@ -86,8 +86,10 @@ def apply_mask(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
 
 def packed_draw(x: torch.Tensor) -> bool:
     """Whether :class:`DropoutMatmul` draws x's mask packed with :func:`spectune.methods.dropout_bits.keep_bits`
-    (CUDA) rather than with ``torch.native_dropout`` (PEFT's draw; CPU)."""
-    return x.is_cuda
+    (CUDA under torch.compile, where inductor's own dropout spends a Philox call per element) rather than with
+    ``torch.native_dropout`` (PEFT's draw: eager mode on every device, where CUDA's kernel already uses all four words
+    of each call and one more launch per module would cost more than it saves: ``benchmarks/dropout_bits.py``)."""
+    return x.is_cuda and torch.compiler.is_compiling()
 
 
 class DropoutMatmul(torch.autograd.Function):
@@ -97,10 +99,10 @@ class DropoutMatmul(torch.autograd.Function):
     drop(x) from them with the forward's own expression (:func:`apply_mask`), so with g = dL/dh the gradients are
     exactly those of the forward's mask: da = gᵀ drop(x), dx = (g a)·m/(1−p). x is the tensor the base layer and
     the sibling adapted modules (q, k, v) already hold, so it costs nothing more (x is kept only when a needs a
-    gradient, a only when x does, as ``torch.mm`` would). On CPU the mask is ``torch.native_dropout``'s, the draw
-    ``nn.Dropout`` makes in eager mode (its dropped output is not used; in eager mode it is one more pass). On CUDA it
-    is drawn packed by :func:`spectune.methods.dropout_bits.keep_bits` (same distribution, a quarter of the Philox
-    calls). Forward and backward apply it with the same function on every device and under ``torch.compile``."""
+    gradient, a only when x does, as ``torch.mm`` would). The mask is ``torch.native_dropout``'s, the draw
+    ``nn.Dropout`` makes in eager mode (its dropped output is not used; in eager mode it is one more pass), except
+    compiled on CUDA (:func:`packed_draw`), where :func:`spectune.methods.dropout_bits.keep_bits` draws it packed
+    (same distribution, a quarter of the Philox calls). Forward and backward apply it with the same function."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
