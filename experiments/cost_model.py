@@ -27,8 +27,9 @@ Method (README, "What a sweep costs"). Every number is an extrapolation, labelle
 * **Not modelled** (marked in the table): Transformer²'s rollouts (REINFORCE's generation time was not measured:
   only the policy-gradient passes are costed, so those cells are lower bounds) and Table 2's inference-only rows;
   evaluation after training; multi-GPU efficiency (a cell's GPU-hours are the same on more GPUs if they scale
-  ideally; benchmarks/results/deepspeed_2gpu_8b3f2aa.json measured 1.39–2.03× on 2 GPUs at a small step, 7k tokens
-  through 4 layers, so up to 1.44× more GPU-hours there; not applied to the table).
+  ideally; benchmarks/results/deepspeed_2gpu_8b3f2aa.json and deepspeed_2gpu_88207fa.json measured 1.39–2.03× on 2
+  GPUs at a small step, 7k tokens through 4 layers, so up to 1.44× more GPU-hours there, and
+  deepspeed_2gpu_batch32_88207fa.json 1.80–1.98× at 14k tokens; 8 GPUs not measured; not applied to the table).
 """
 
 from __future__ import annotations
