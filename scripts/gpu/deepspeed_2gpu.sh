@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Issue 12's 2-GPU measurement (not run yet): every method under DeepSpeed ZeRO-2 and ZeRO-3 through the repo's own
-# entry point on 2 GPUs, against a 1-GPU run of the same seed, on a random-init model of LLaMA-3-8B's shapes cut to
-# LAYERS blocks (scripts/gpu/llama_shape_model.py, model=llama_shape).
+# Issue 12's 2-GPU measurement (run at 8b3f2aa and 88207fa: benchmarks/results/deepspeed_2gpu_*.json): every
+# method under DeepSpeed ZeRO-2 and ZeRO-3 through the repo's own entry point on 2 GPUs, against a 1-GPU run of the
+# same seed, on a random-init model of LLaMA-3-8B's shapes cut to LAYERS blocks (scripts/gpu/llama_shape_model.py,
+# model=llama_shape). A second invocation with other settings takes its own RUNS and TAG, e.g. METHODS=lora BATCH=32
+# TAG=_batch32 RUNS=.gpu_ds_runs_b32. Detached on the device, wrap the whole chain in setsid (a call's end kills its
+# process group).
 #
 #   Device call (kind nvidia-h200-x2), after the usual payload (benchmarks/README.md, "Running on the remote GPU
 #   machine": scripts/gpu/stage1.sh + bootstrap.sh put hydra/omegaconf/pydantic/... wheels into /tmp/site) with the
