@@ -13,12 +13,17 @@ decompositions and min-cut partitioner (what inductor saves between its forward 
 cheap pointwise work in backward), eager kernels, so no code generation and no GPU: the backward graph's saved
 inputs other than parameters and the graph's inputs, from their shapes. Only the per-token part matters at
 benchmark scale (run two ``--seq`` values and take the difference: the r × d casts of the adapters are per step).
+
+``--packed-draw`` draws the LoRA rows' masks as the compiled step does on CUDA (``spectune::keep_bits``, a CPU stand-in
+for the kernel), so the partitioner's choice for that graph can be checked without a GPU (with ``--compiled``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -71,6 +76,36 @@ def compiled_saved_bytes(model: torch.nn.Module, ids: torch.Tensor, grad_input: 
     return total[0]
 
 
+@torch.library.custom_op("spectune_bench::keep_bits", mutates_args=())
+def standin_keep_bits(seed: torch.Tensor, numel: int, p: float) -> torch.Tensor:
+    """A CPU stand-in for the CUDA operator ``spectune::keep_bits`` (``--packed-draw``): the same graph, an opaque
+    operator from a key tensor to packed keep bits, drawn here with ``torch.rand`` (the kernel itself is tested in
+    tests/methods/test_dropout_bits.py)."""
+    from spectune.methods.lora_fused import pack_mask
+
+    return pack_mask(torch.rand(numel, generator=torch.Generator().manual_seed(int(seed.item()))) >= p)
+
+
+@standin_keep_bits.register_fake
+def _(seed: torch.Tensor, numel: int, p: float) -> torch.Tensor:
+    return seed.new_empty((numel + 7) // 8, dtype=torch.uint8)
+
+
+@contextlib.contextmanager
+def packed_draw() -> Iterator[None]:
+    """Route the fused layers' dropout masks through the packed draw that runs compiled on CUDA
+    (``lora_fused.packed_draw``), with :func:`standin_keep_bits` for the kernel, so a CPU run sees that graph."""
+    from spectune.methods import dropout_bits, lora_fused
+
+    saved = lora_fused.packed_draw, dropout_bits.keep_bits
+    lora_fused.packed_draw = lambda x: True
+    dropout_bits.keep_bits = lambda numel, p, device: standin_keep_bits(dropout_bits.new_seed(device), numel, p)
+    try:
+        yield
+    finally:
+        lora_fused.packed_draw, dropout_bits.keep_bits = saved
+
+
 def build(args: argparse.Namespace, dropout: float | None) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -106,16 +141,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--plain", action="store_true", help="PEFT's own LoRA forward (method.fused=false)")
     p.add_argument("--compiled", action="store_true",
                    help="what the compiled step saves (inductor's decompositions and partitioner, eager kernels)")
+    p.add_argument("--packed-draw", action="store_true",
+                   help="draw the LoRA rows' masks as compiled on CUDA (spectune::keep_bits, a CPU stand-in here)")
     args = p.parse_args(argv)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
     count = compiled_saved_bytes if args.compiled else saved_bytes
     rows = {"floor": count(build(args, None), ids, grad_input=True)}
-    for d in (0.0, 0.05):
-        rows[f"lora dropout {d}"] = count(build(args, d), ids, grad_input=False)
+    with packed_draw() if args.packed_draw else contextlib.nullcontext():
+        for d in (0.0, 0.05):
+            rows[f"lora dropout {d}"] = count(build(args, d), ids, grad_input=False)
     tokens = args.batch * args.seq
     print(f"saved for backward per token per layer (bf16, {args.layers} layer(s), {tokens} tokens, r {args.r}, "
           f"targets {args.targets}, {'PEFT forward' if args.plain else 'fused forward'}"
-          f"{', compiled (inductor partitioner)' if args.compiled else ''}):")
+          f"{', compiled (inductor partitioner)' if args.compiled else ''}"
+          f"{', masks drawn packed (spectune::keep_bits stand-in)' if args.packed_draw else ''}):")
     for name, n in rows.items():
         extra = n - rows["floor"]
         per = tokens * args.layers * 1024

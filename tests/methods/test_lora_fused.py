@@ -233,42 +233,25 @@ def test_mask_packing_round_trip(shape: tuple[int, ...]) -> None:
     assert torch.equal(unpack_mask_forward(packed, keep.shape), keep)  # the forward's other expression
 
 
-@torch.library.custom_op("spectune_test::keep_bits", mutates_args=())
-def cpu_keep_bits(seed: torch.Tensor, numel: int, p: float) -> torch.Tensor:
-    """A CPU stand-in for the CUDA operator spectune::keep_bits (the same graph: an opaque op from a key tensor to
-    packed keep bits); the kernel itself is tested in test_dropout_bits.py."""
-    keep = torch.rand(numel, generator=torch.Generator().manual_seed(int(seed.item()))) >= p
-    return pack_mask(keep)
-
-
-@cpu_keep_bits.register_fake
-def _(seed: torch.Tensor, numel: int, p: float) -> torch.Tensor:
-    return seed.new_empty((numel + 7) // 8, dtype=torch.uint8)
-
-
-def test_packed_draw_compiled_saves_what_the_native_draw_saves(monkeypatch) -> None:
-    """Through inductor's decompositions and min-cut partitioner, the CUDA path's structure (masks from an opaque
-    operator, packed) keeps for backward exactly the bytes of the native_dropout path: x and the packed bits. With
-    the same unpacking operators in forward and backward, CSE merged them and the partitioner kept unpacked masks
-    and drop(x) instead (1.6× the adapters' saved bytes here; +2.7 GiB on the H200)."""
-    import argparse
+def test_packed_draw_compiled_saves_what_the_native_draw_saves() -> None:
+    """Through inductor's decompositions and min-cut partitioner (saved_activations.py --compiled), the graph of the
+    CUDA path (masks from an opaque operator, packed; --packed-draw) keeps for backward exactly the bytes of the
+    native_dropout path: x and the packed bits. With the same unpacking operators in forward and backward, CSE
+    merged them and the partitioner kept unpacked masks and drop(x) instead (1.6× the bytes here; +2.7 GiB on the
+    H200)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "saved_activations.py"
     spec = importlib.util.spec_from_file_location("saved_activations", path)
     sa = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sa)
-    args = argparse.Namespace(layers=1, hidden=256, intermediate=512, heads=4, kv_heads=2, vocab=128, r=8,
-                              targets="q_proj,k_proj,v_proj,up_proj,down_proj", plain=False)
-    ids = torch.randint(0, 128, (1, 64), generator=torch.Generator().manual_seed(0))
-    floor = sa.compiled_saved_bytes(sa.build(args, None), ids, grad_input=True)
-    native = sa.compiled_saved_bytes(sa.build(args, 0.05), ids, grad_input=False)
-    monkeypatch.setattr(lora_fused, "packed_draw", lambda x: True)
-    monkeypatch.setattr(dropout_bits, "keep_bits",
-                        lambda numel, p, device: cpu_keep_bits(dropout_bits.new_seed(device), numel, p))
-    packed = sa.compiled_saved_bytes(sa.build(args, 0.05), ids, grad_input=False)
-    assert native > floor  # the adapters keep x's and the bits
+    tiny = ["--hidden", "256", "--intermediate", "512", "--heads", "4", "--kv-heads", "2", "--vocab", "128", "--r", "8",
+            "--compiled"]
+    native = sa.main(tiny)
+    packed = sa.main([*tiny, "--packed-draw"])
+    assert native["lora dropout 0.05"] > native["floor"]  # the adapters keep x's and the bits
     assert packed == native
+    assert not lora_fused.packed_draw(torch.zeros(1)) and dropout_bits.keep_bits.__module__ == dropout_bits.__name__
 
 
 def test_dropout_matmul_equals_autograd_with_the_same_mask() -> None:
