@@ -18,9 +18,11 @@ import torch
 
 try:
     from spectune.methods import dropout_bits
+    from spectune.methods.lora_fused import unpack_mask
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from spectune.methods import dropout_bits
+    from spectune.methods.lora_fused import unpack_mask
 
 
 def time_ms(fn, reps: int) -> float:
@@ -52,12 +54,10 @@ def main(argv: list[str] | None = None) -> dict:
         x = torch.randn(args.tokens, width, device="cuda", dtype=torch.bfloat16)
         native = time_ms(lambda x=x: torch.native_dropout(x, args.p, True), args.reps)
         packed = time_ms(lambda x=x: dropout_bits.keep_bits(x.numel(), args.p, x.device), args.reps)
-        keep = dropout_bits.keep_bits(x.numel(), args.p, x.device)
-        bits = torch.bitwise_and(torch.bitwise_right_shift(keep.unsqueeze(-1),
-                                                           torch.arange(8, dtype=torch.uint8, device="cuda")), 1)
+        keep = unpack_mask(dropout_bits.keep_bits(x.numel(), args.p, x.device), x.shape)
         rows.append({"shape": [args.tokens, width], "elements": x.numel(), "native_dropout_ms": round(native, 4),
                      "keep_bits_ms": round(packed, 4), "speedup": round(native / packed, 2),
-                     "keep_bits_drop_rate": round(1.0 - bits.float().mean().item(), 6)})
+                     "keep_bits_drop_rate": round(1.0 - keep.float().mean().item(), 6)})
         print(rows[-1], flush=True)
     command = "python benchmarks/dropout_bits.py " + " ".join(argv or sys.argv[1:])
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "p": args.p, "reps": args.reps,

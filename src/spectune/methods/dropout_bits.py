@@ -47,8 +47,8 @@ except ImportError:
 
 
 def launch(kernel: Any, seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
-    """Run ``kernel`` (:data:`keep_bits_kernel`): ceil(numel/8)
-    bytes of keep bits for a 32-bit threshold (:func:`threshold`) and a Philox key ``seed`` (int64, shape (1,))."""
+    """Run ``kernel`` (:data:`keep_bits_kernel`): ceil(numel/8) bytes of keep bits for a 32-bit threshold
+    (:func:`threshold`) and a Philox key ``seed`` (int64, shape (1,))."""
     n_bytes = (numel + 7) // 8
     out = torch.empty(n_bytes, dtype=torch.uint8, device=seed.device)
     kernel[((n_bytes + BLOCK - 1) // BLOCK,)](seed, out, n_bytes, thresh, BLOCK=BLOCK)
