@@ -19,7 +19,6 @@
 set -euo pipefail
 : "${SPECTUNE_GIT_COMMIT:?set SPECTUNE_GIT_COMMIT to the commit of this tree (the copy has no .git)}"
 OUT=${OUT:-/tmp/step_time_out}
-SITE=${GPU_SITE:-/tmp/site}
 LIMIT=${LIMIT:-540}          # seconds per run (a device call is at most 600)
 SET=${SET:-}                 # train.* overrides for every row (step_time.py --set), e.g. "train.optimizer=adamw_torch_fused"
 TAG=${TAG:-}                 # appended to the output names, e.g. _fusedadamw
@@ -28,40 +27,21 @@ TAG1=${TAG1-$TAG}
 P1=${P1:-0}
 ROWS005=${ROWS005:-floor,peft_lora,lora,lora_dash,plora,svf}
 ROWS0=${ROWS0-floor,peft_lora,lora,lora_dash,plora}  # the second run's rows; ROWS0= (empty): no second run
-short=${SPECTUNE_GIT_COMMIT:0:7}
-mkdir -p "$OUT"
-export PYTHONPATH=$SITE:$PWD/src HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1 SPECTUNE_GIT_DIRTY=0
-
-SHAPE=(--model llama-shape --layers 8 --hidden 4096 --intermediate 14336 --heads 32 --kv-heads 8 --vocab 128256
-  --batch 8 --seq 512 --precision bf16 --r 32 --targets q_proj,k_proj,v_proj,up_proj,down_proj --dash-s 8
-  --plora-stage 200 --warmup 3 --steps 10 --modes compiled --profile-steps --git-commit "$SPECTUNE_GIT_COMMIT")
+source scripts/gpu/step_time_lib.sh
 ngpu=$(nvidia-smi -L | wc -l)
 second=$(( ngpu >= 2 ? 1 : 0 ))
 
-run() {  # gpu dropout rows "overrides" name-tag [extra...]
-  local gpu=$1 p=$2 rows=$3 set=$4 vtag=$5 rc=0 o; shift 5
-  local tag=${p//./} sets=()
-  for o in $set; do sets+=(--set "$o"); done
-  local raw=$OUT/raw_d$tag$vtag.log
-  CUDA_VISIBLE_DEVICES=$gpu timeout "$LIMIT" python3 benchmarks/step_time.py "${SHAPE[@]}" "${sets[@]}" --dropout "$p" \
-    --rows "$rows" "$@" --out "$OUT/step_time_llama3_shape_8l_compiled_dropout${tag}${vtag}_$short.json" > "$raw" 2>&1 \
-    || rc=$?
-  python3 scripts/gpu/strip_progress.py "$raw" > "$OUT/step_time_${short}_d${tag}${vtag}.log" && rm -f "$raw"
-  echo "dropout $p $set: exit $rc"
-  return $rc
-}
-
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpus.csv"
-run 0 0.05 "$ROWS005" "$SET" "$TAG" --profile-unload &
+run_rows 0 0.05 "$ROWS005" "$SET" "$TAG" --profile-unload &
 a=$!
 if [[ -z $ROWS0 ]]; then
   b=$a
 elif (( second )); then
-  run 1 "$P1" "$ROWS0" "$SET1" "$TAG1" &
+  run_rows 1 "$P1" "$ROWS0" "$SET1" "$TAG1" &
   b=$!
 else
   wait $a || true
-  run 0 "$P1" "$ROWS0" "$SET1" "$TAG1" &
+  run_rows 0 "$P1" "$ROWS0" "$SET1" "$TAG1" &
   b=$!
 fi
 status=0

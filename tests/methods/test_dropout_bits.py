@@ -117,15 +117,17 @@ def test_drop_rate_per_bit_position(device):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path of DropoutMatmul")
 @pytest.mark.parametrize("compiled", [False, True])
-def test_cuda_dropout_matmul_gradients_follow_its_own_mask(compiled):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_dropout_matmul_gradients_follow_its_own_mask(compiled, dtype):
     """With a = I, h = drop(x): the mask is read off h, the drop rate is p, and dx, da are those of that mask
-    (float64 reference). Eager: native_dropout's draw; compiled: keep_bits's (lora_fused.packed_draw)."""
+    (float64 reference). Eager: native_dropout's draw; compiled: keep_bits's (lora_fused.packed_draw), in float32
+    through spectune.methods.masked_gemm's kernels (float64 takes the where(m, x, 0) graph)."""
     from spectune.methods.lora_fused import DropoutMatmul
 
     torch.manual_seed(0)
     n, d, p = 4096, 64, 0.1
-    x = (torch.rand(n, d, device="cuda", dtype=torch.float64) + 0.5).requires_grad_()
-    a = torch.eye(d, device="cuda", dtype=torch.float64).requires_grad_()
+    x = (torch.rand(n, d, device="cuda", dtype=dtype) + 0.5).requires_grad_()
+    a = torch.eye(d, device="cuda", dtype=dtype).requires_grad_()
     fn = torch.compile(DropoutMatmul.apply, fullgraph=True) if compiled else DropoutMatmul.apply
     h = fn(x, a, p)
     keep = h.detach() != 0

@@ -287,6 +287,36 @@ def test_dropout_matmul_equals_autograd_with_the_same_mask() -> None:
     torch.testing.assert_close(torch.autograd.grad(h2, x, g)[0], rx, rtol=1e-14, atol=1e-14)
 
 
+def test_dropout_matmul_select_form_equals_autograd_with_the_same_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled CUDA form of DropoutMatmul (where(m, x, 0) before the GEMM, 1/(1−p) on the tokens × r side;
+    lora_fused.packed_draw), forced on CPU with a stand-in for keep_bits: output, dx and da equal autograd through
+    x·m/(1−p) in float64 for the mask it saved, and it saves what the native path saves (x, packed bits, a)."""
+    p = 0.3
+    drawn: list[torch.Tensor] = []
+
+    def standin(numel: int, q: float, device: torch.device) -> torch.Tensor:
+        drawn.append(pack_mask(torch.rand(numel, generator=torch.Generator().manual_seed(5)) >= q))
+        return drawn[-1]
+
+    monkeypatch.setattr(lora_fused, "packed_draw", lambda x: True)
+    monkeypatch.setattr(dropout_bits, "keep_bits", standin)
+    x = torch.randn(6, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(8)).requires_grad_(True)
+    a = torch.randn(4, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(9)).requires_grad_(True)
+    g = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        h = DropoutMatmul.apply(x, a, p)
+    assert len(drawn) == 1 and saved[0] is x and saved[1] is drawn[0] and saved[2] is a and len(saved) == 3
+    keep = torch.rand(x.numel(), generator=torch.Generator().manual_seed(5)).view(x.shape) >= p  # drawn anew
+    assert 0 < int(keep.sum()) < keep.numel()
+    gx, ga = torch.autograd.grad(h, (x, a), g)
+    xr, ar = x.detach().clone().requires_grad_(True), a.detach().clone().requires_grad_(True)
+    ref = (xr * keep.double() * (1 / (1 - p))) @ ar.t()
+    rx, ra = torch.autograd.grad(ref, (xr, ar), g)
+    for got, want in ((h, ref), (gx, rx), (ga, ra)):
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
 def test_dropout_mm_without_an_active_dropout_is_plain() -> None:
     """p = 0 (PEFT's nn.Identity), eval mode: no mask drawn, a plain torch.mm, equal to the unfused product."""
     x = torch.randn(6, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(8)).requires_grad_(True)
