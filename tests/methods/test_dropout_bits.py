@@ -136,34 +136,26 @@ def test_cuda_dropout_matmul_gradients_follow_its_own_mask(compiled, dtype):
     torch.testing.assert_close(h.detach(), x.detach() * keep / (1 - p))
     g = torch.randn_like(h)
     h.backward(g)
-    xd = x.detach() * keep / (1 - p)
-    torch.testing.assert_close(x.grad, (g @ a.detach()) * keep / (1 - p))
-    torch.testing.assert_close(a.grad, g.t() @ xd)
+    xd = x.detach().double() * keep / (1 - p)
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-4}  # fp32 sums over 4096 tokens
+    torch.testing.assert_close(x.grad.double(), (g.double() @ a.detach().double()) * keep / (1 - p), **tol)
+    torch.testing.assert_close(a.grad.double(), g.double().t() @ xd, **tol)
 
 
-TRACED = """
-import torch
-from spectune.methods import dropout_bits
-from spectune.methods.lora_fused import apply_mask, unpack_mask
-
-def dropped(x):
-    return apply_mask(x, unpack_mask(dropout_bits.keep_bits(x.numel(), 0.25, x.device), x.shape), 0.25)
-
-f = torch.compile(dropped, backend="aot_eager", fullgraph=True)
-x = torch.rand(64, 48) + 1.0
-a, b = f(x), f(x)
-assert a.shape == x.shape and not torch.equal(a, b)  # a fresh key per call, drawn inside the graph
-for h in (a, b):
-    keep = h != 0
-    torch.testing.assert_close(h[keep], x[keep] / 0.75)
-print("traced")
-"""
-
-
-@pytest.mark.skipif(not has_triton(), reason="Triton is not installed (CPU-only torch): the kernel cannot run here")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="tracing a triton_op needs compiled Triton kernels (CUDA), not the interpreter's")
 def test_keep_bits_traces_into_one_graph():
-    """torch.compile (fullgraph) takes spectune::keep_bits as one opaque op (its fake gives the shape), the key drawn
-    inside the graph: two calls, two masks, each applied as x·m/(1−p). Triton's interpreter, CPU tensors."""
-    out = subprocess.run([sys.executable, "-c", TRACED], env={**os.environ, "TRITON_INTERPRET": "1"},
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0 and out.stdout.strip() == "traced", out.stderr[-3000:]
+    """torch.compile (inductor, fullgraph) traces into spectune::keep_bits (a triton_op: inductor launches the kernel
+    itself), the key drawn inside the graph: two calls, two masks, each applied as x·m/(1−p)."""
+    from spectune.methods.lora_fused import apply_mask, unpack_mask
+
+    def dropped(x: torch.Tensor) -> torch.Tensor:
+        return apply_mask(x, unpack_mask(dropout_bits.keep_bits(x.numel(), 0.25, x.device), x.shape), 0.25)
+
+    f = torch.compile(dropped, fullgraph=True)
+    x = torch.rand(64, 48, device="cuda") + 1.0
+    a, b = f(x), f(x)
+    assert a.shape == x.shape and not torch.equal(a, b)  # a fresh key per call, drawn inside the graph
+    for h in (a, b):
+        keep = h != 0
+        torch.testing.assert_close(h[keep], x[keep] / 0.75)

@@ -1,6 +1,5 @@
 """spectune.methods.masked_gemm: LoRA's GEMMs on the dropped input with the mask applied as x is loaded, against
-float64 products written here with the same mask (unpacked by lora_fused.unpack_mask); the mask-drawing forward
-against keep_bits's bytes for the same key, bit for bit; and on a GPU, bf16, DropoutMatmul through these kernels.
+float64 products written here with the same mask; DropoutMatmul through them; and on a GPU, in bf16.
 
 On CPU the kernels run through Triton's interpreter where Triton is installed (not in the CPU-only CI); on CUDA
 compiled."""
@@ -36,18 +35,15 @@ def check(t, k, r, p, seed):
     bits = pack_mask(keep)
     scale = 1.0 / (1.0 - p)
     xm = x.double() * keep
-    h, same = masked_gemm.launch_forward(x, a, scale, bits, None, 0)
-    assert same is bits and h.dtype == torch.float32 and h.shape == (t, r)
+    h = masked_gemm.launch_forward(x, bits, a, scale)
+    assert h.dtype == torch.float32 and h.shape == (t, r) and h.is_contiguous()
     torch.testing.assert_close(h.double(), xm @ a.double().t() * scale, rtol=1e-5, atol=1e-4)
-    da = masked_gemm.launch_grad(g, x, bits, scale, torch.float32)
+    da = masked_gemm.launch_grad(g, x, bits, scale)
+    assert da.dtype == torch.float32 and da.shape == (r, k)
     torch.testing.assert_close(da.double(), g.double().t() @ xm * scale, rtol=1e-5, atol=1e-4)
-    key = torch.tensor([seed * 7919 + 1], dtype=torch.int64)
-    h2, drawn = masked_gemm.launch_forward(x, a, scale, None, key, dropout_bits.threshold(p))
-    assert torch.equal(drawn, dropout_bits.launch(dropout_bits.keep_bits_kernel, key, x.numel(),
-                                                  dropout_bits.threshold(p)))
-    keep2 = unpack_mask(drawn, x.shape)
-    assert 0 < int((~keep2).sum()) < x.numel()
-    torch.testing.assert_close(h2.double(), (x.double() * keep2) @ a.double().t() * scale, rtol=1e-5, atol=1e-4)
+    # LoRA-Dash's frozen factor V_S^T is a transposed view: taken as given
+    h2 = masked_gemm.masked_mm(x, bits, a.t().contiguous().t(), scale)
+    torch.testing.assert_close(h2, h)
     return masked_gemm.splits(-(-t // masked_gemm.BT), k, 8), masked_gemm.splits(-(-k // masked_gemm.BK), t, 8)
 
 # d_in split over programs (1032 = 2 splits, the last tile partial), tokens not a multiple of the tile, rank 5 < 16
@@ -61,7 +57,7 @@ print("checked")
 @pytest.mark.skipif(not has_triton(), reason="Triton is not installed (CPU-only torch): the kernels cannot run here")
 def test_kernels_equal_float64_products_with_the_same_mask_interpreted():
     """Forward h = (x⊙m)aᵀ/(1−p) and backward dA = gᵀ(x⊙m)/(1−p) against float64 products, fp32 inputs (IEEE dot),
-    with splits over d_in and over tokens and partial tiles; the drawing forward writes keep_bits's bytes."""
+    with splits over d_in and over tokens and partial tiles, and a transposed view for A."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0 and out.stdout.strip() == "checked", out.stderr[-3000:]
@@ -89,28 +85,18 @@ ref = (xr * keep / (1 - p)) @ ar.t()
 rx, ra = torch.autograd.grad(ref, (xr, ar), g.double())
 for got, want in ((h, ref), (gx, rx), (ga, ra)):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
-# traced (fullgraph, AOTAutograd with the operators' fakes), a = I: the mask is read off h = x·m/(1−p)
-x = (torch.rand(70, 64, generator=gen) + 0.5).requires_grad_()
-eye = torch.eye(64).requires_grad_()
-h = torch.compile(lora_fused.DropoutMatmul.apply, backend="aot_eager", fullgraph=True)(x, eye, p)
-keep = h.detach() != 0
-assert 0 < int((~keep).sum()) < keep.numel()
-torch.testing.assert_close(h.detach(), x.detach() * keep / (1 - p))
-g = torch.randn(70, 64, generator=gen)
-gx, ga = torch.autograd.grad(h, (x, eye), g)
-torch.testing.assert_close(gx, g * keep / (1 - p))
-torch.testing.assert_close(ga, g.t() @ (x.detach() * keep / (1 - p)), rtol=1e-5, atol=1e-4)
 print(masked_gemm.MODE)
 """
 
 
 @pytest.mark.skipif(not has_triton(), reason="Triton is not installed (CPU-only torch): the kernels cannot run here")
-@pytest.mark.parametrize("mode", ["kernel", "draw"])
+@pytest.mark.parametrize("mode", ["kernel", "inductor"])
 def test_dropout_matmul_through_the_kernels_follows_its_own_mask_interpreted(mode):
-    """DropoutMatmul's compiled CUDA path with the kernels (SPECTUNE_MASKED_GEMM=kernel: keep_bits then the masked
-    GEMM; draw: the GEMM draws), forced on CPU under Triton's interpreter: h, dx, dA equal float64 autograd through
-    x·m/(1−p) for the mask it saved, and it saves x, the packed mask and a, nothing else; traced whole by
-    torch.compile (the operators' fakes), the same holds for the mask read off h."""
+    """DropoutMatmul's compiled CUDA path (SPECTUNE_MASKED_GEMM=kernel: keep_bits then the masked GEMMs; inductor:
+    keep_bits then where(m, x, 0) and torch.mm), forced on CPU under Triton's interpreter: h, dx, dA equal float64
+    autograd through
+    x·m/(1−p) for the mask it saved, and it saves x, the packed mask and a, nothing else. (Traced by torch.compile,
+    on CUDA only: test_dropout_bits.py's test_cuda_dropout_matmul_gradients_follow_its_own_mask.)"""
     env = {**os.environ, "TRITON_INTERPRET": "1", "SPECTUNE_MASKED_GEMM": mode}
     out = subprocess.run([sys.executable, "-c", THROUGH_DROPOUT_MATMUL], env=env, capture_output=True, text=True,
                          timeout=900)

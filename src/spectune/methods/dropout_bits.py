@@ -48,10 +48,11 @@ except ImportError:
 
 def launch(kernel: Any, seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
     """Run ``kernel`` (:data:`keep_bits_kernel`): ceil(numel/8) bytes of keep bits for a 32-bit threshold
-    (:func:`threshold`) and a Philox key ``seed`` (int64, shape (1,))."""
+    (:func:`threshold`) and a Philox key ``seed`` (int64, shape (1,)). Through ``torch.library.wrap_triton``, so that
+    traced by torch.compile the launch is inductor's own (no Python call per launch at run time)."""
     n_bytes = (numel + 7) // 8
     out = torch.empty(n_bytes, dtype=torch.uint8, device=seed.device)
-    kernel[((n_bytes + BLOCK - 1) // BLOCK,)](seed, out, n_bytes, thresh, BLOCK=BLOCK)
+    torch.library.wrap_triton(kernel)[((n_bytes + BLOCK - 1) // BLOCK,)](seed, out, n_bytes, thresh, BLOCK=BLOCK)
     return out
 
 
@@ -76,15 +77,12 @@ if triton is not None:  # defined at import, so torch.compile never traces their
         j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         tl.store(out_ptr + j, keep_byte(tl.load(seed_ptr), j, thresh), mask=j < n_bytes)
 
-    @torch.library.custom_op("spectune::keep_bits", mutates_args=())
+    @torch.library.triton_op("spectune::keep_bits", mutates_args=())
     def keep_bits_op(seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
-        """``spectune::keep_bits``: an opaque operator to torch.compile (no graph break; its fake below gives the
-        shape), one kernel launch in eager mode and in the compiled graph alike."""
+        """``spectune::keep_bits``: one kernel launch. A ``triton_op``, not an opaque ``custom_op``: torch.compile
+        traces into it and inductor launches the kernel from its generated code, where a ``custom_op`` goes through
+        Python's dispatch at every launch (benchmarks/NOTES.md, "Change 7")."""
         return launch(keep_bits_kernel, seed, numel, thresh)
-
-    @keep_bits_op.register_fake
-    def _(seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
-        return seed.new_empty((numel + 7) // 8, dtype=torch.uint8)
 
 
 def keep_bits(numel: int, p: float, device: torch.device) -> torch.Tensor:

@@ -127,15 +127,9 @@ class DropoutMatmul(torch.autograd.Function):
         ctx.select = packed_draw(x)
         ctx.kernel = ctx.select and masked_gemm.supported(x)
         if ctx.kernel:  # the mask applied as x is loaded (spectune.methods.masked_gemm)
-            scale = 1.0 / (1.0 - p)
-            if masked_gemm.MODE == "draw":
-                h, packed = masked_gemm.masked_mm_draw(x, dropout_bits.new_seed(x.device), a, scale,
-                                                       dropout_bits.threshold(p))
-            else:
-                packed = dropout_bits.keep_bits(x.numel(), p, x.device)
-                h = masked_gemm.masked_mm(x, packed, a, scale)
+            packed = dropout_bits.keep_bits(x.numel(), p, x.device)
             ctx.save_for_backward(x if needs_a else None, packed, a if needs_x else None)
-            return h
+            return masked_gemm.masked_mm(x, packed, a, 1.0 / (1.0 - p))
         if ctx.select:  # four draws per Philox call, written packed (spectune.methods.dropout_bits)
             packed = dropout_bits.keep_bits(x.numel(), p, x.device)
             keep = unpack_mask_forward(packed, x.shape)  # not unpack_mask: see its docstring

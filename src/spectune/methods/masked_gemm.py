@@ -12,14 +12,14 @@ reads it back: four bytes an element beyond the GEMM's own read of x, over 1 G e
 accumulates in fp32. The rank r is small, so both are memory-bound: the forward splits d_in and the backward splits the
 tokens across programs, and sums the fp32 partials afterwards (deterministic, no atomics).
 
-``draw=True`` makes the forward kernel draw the mask itself (the same Philox4x32-10 bytes as
-:func:`spectune.methods.dropout_bits.keep_bits` for a key, through their shared ``keep_byte``) and write it packed for
-backward, instead of reading bits drawn by a separate kernel.
+Both are ``torch.library.triton_op`` operators: torch.compile traces into them, inductor launches the kernels from
+its generated code and fuses the partials' sum and cast into its own kernels (an opaque ``custom_op`` went through
+Python at every launch: benchmarks/NOTES.md, "Change 7").
 
 Which path :class:`spectune.methods.lora_fused.DropoutMatmul` takes compiled on CUDA is :data:`MODE` (environment
-variable ``SPECTUNE_MASKED_GEMM``, read at import: ``kernel`` the default, ``draw``, or ``inductor`` for the
-where(m, x, 0) graph inductor compiles itself), a benchmark switch (benchmarks/masked_gemm.py, benchmarks/step_time.py):
-all three compute the same products from the same distribution of masks.
+variable ``SPECTUNE_MASKED_GEMM``, read at import: ``kernel`` the default, or ``inductor`` for the where(m, x, 0)
+graph inductor compiles itself), a benchmark switch (benchmarks/masked_gemm.py, benchmarks/step_time.py): both
+compute the same products from the same distribution of masks.
 
 This module imports without Triton (CPU installs); the kernels need it.
 """
@@ -32,7 +32,7 @@ import torch
 
 from spectune.methods import dropout_bits
 
-MODES = ("kernel", "draw", "inductor")
+MODES = ("kernel", "inductor")
 MODE = os.environ.get("SPECTUNE_MASKED_GEMM", "kernel")
 if MODE not in MODES:
     raise ValueError(f"SPECTUNE_MASKED_GEMM={MODE!r}: expected one of {MODES}")
@@ -75,8 +75,6 @@ if dropout_bits.triton is not None:
     import triton
     import triton.language as tl
 
-    from spectune.methods.dropout_bits import keep_byte
-
     @triton.jit
     def unpack_tile(byte, BT: tl.constexpr, BK: tl.constexpr):  # noqa: N803 (Triton's style)
         """A (BT, BK // 8) uint8 tile of packed bits as the (BT, BK) bool keep mask (bit k % 8 of byte k // 8)."""
@@ -84,11 +82,10 @@ if dropout_bits.triton is not None:
         return tl.reshape(bit, (BT, BK)) != 0
 
     @triton.jit
-    def masked_mm_kernel(x_ptr, bits_ptr, seed_ptr, a_ptr, out_ptr, T, K, R, scale, thresh,  # noqa: N803
+    def masked_mm_kernel(x_ptr, bits_ptr, a_ptr, out_ptr, T, K, R, scale,  # noqa: N803
                          K_PER: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr,
-                         DRAW: tl.constexpr, IEEE: tl.constexpr):
-        """out[split, t, :] = scale · Σ_{k in the split's range} (x ⊙ m)[t, k] Aᵀ[k, :], fp32. DRAW: the mask's bytes
-        come from Philox (``keep_byte``) and are stored to bits_ptr; else they are loaded from it."""
+                         IEEE: tl.constexpr):
+        """out[split, t, :] = scale · Σ_{k in the split's range} (x ⊙ m)[t, k] Aᵀ[k, :], fp32."""
         pid_t = tl.program_id(0)
         pid_s = tl.program_id(1)
         rows = pid_t * BT + tl.arange(0, BT)
@@ -103,13 +100,8 @@ if dropout_bits.triton is not None:
             x = tl.load(x_ptr + rows[:, None].to(tl.int64) * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
                         other=0.0)
             cols = k0 // 8 + tl.arange(0, BK // 8)
-            j = rows[:, None].to(tl.int64) * k8 + cols[None, :]
-            byte_ok = row_ok[:, None] & (cols < k8)[None, :]
-            if DRAW:
-                byte = keep_byte(tl.load(seed_ptr), j, thresh)
-                tl.store(bits_ptr + j, byte, mask=byte_ok)
-            else:
-                byte = tl.load(bits_ptr + j, mask=byte_ok, other=0)
+            byte = tl.load(bits_ptr + rows[:, None].to(tl.int64) * k8 + cols[None, :],
+                           mask=row_ok[:, None] & (cols < k8)[None, :], other=0)
             xm = tl.where(unpack_tile(byte, BT, BK), x, tl.zeros_like(x))
             at = tl.load(a_ptr + rr[None, :] * K + ks[:, None], mask=(rr < R)[None, :] & k_ok[:, None], other=0.0)
             if IEEE:
@@ -149,11 +141,9 @@ if dropout_bits.triton is not None:
         tl.store(out_ptr + base + rr[:, None] * K + ks[None, :], acc * scale, mask=k_ok[None, :])
 
 
-def launch_forward(x: torch.Tensor, a: torch.Tensor, scale: float, bits: torch.Tensor | None,
-                   seed: torch.Tensor | None, thresh: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """h = scale · (x ⊙ m) aᵀ in x's dtype, m from ``bits`` (loaded) or, when ``bits`` is None, drawn from ``seed``
-    with ``thresh`` and written to a new tensor; returns (h, bits)."""
-    x = x.contiguous()  # a no-op for what DropoutMatmul passes (supported); the kernels index rows of K elements
+def launch_forward(x: torch.Tensor, bits: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:
+    """h = scale · (x ⊙ unpack(bits)) aᵀ in x's dtype (tokens × r)."""
+    x, a = x.contiguous(), a.contiguous()  # no-ops for what DropoutMatmul passes, but V_Sᵀ (LoRA-Dash)
     t, k = x.shape
     r = a.shape[0]
     br = rank_block(r)
@@ -161,18 +151,15 @@ def launch_forward(x: torch.Tensor, a: torch.Tensor, scale: float, bits: torch.T
     split = splits(tiles, k, multiprocessors(x.device))
     k_per = triton.cdiv(triton.cdiv(k, split), BK) * BK
     split = triton.cdiv(k, k_per)
-    draw = bits is None
-    if draw:
-        bits = torch.empty((x.numel() + 7) // 8, dtype=torch.uint8, device=x.device)
     out = torch.empty((split, t, br), dtype=torch.float32, device=x.device)
-    masked_mm_kernel[(tiles, split)](x, bits, seed if draw else bits, a.contiguous(), out, t, k, r, scale, thresh,
-                                     K_PER=k_per, BT=BT, BK=BK, BR=br, DRAW=draw, IEEE=x.dtype == torch.float32)
-    return out.sum(0)[:, :r].to(x.dtype).contiguous(), bits  # contiguous, as the operator's fake says
+    torch.library.wrap_triton(masked_mm_kernel)[(tiles, split)](
+        x, bits, a, out, t, k, r, scale, K_PER=k_per, BT=BT, BK=BK, BR=br, IEEE=x.dtype == torch.float32)
+    return out.sum(0)[:, :r].to(x.dtype).contiguous()
 
 
-def launch_grad(g: torch.Tensor, x: torch.Tensor, bits: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
-    """dA = scale · gᵀ (x ⊙ m) (r × d_in) in ``dtype``."""
-    x = x.contiguous()
+def launch_grad(g: torch.Tensor, x: torch.Tensor, bits: torch.Tensor, scale: float) -> torch.Tensor:
+    """dA = scale · gᵀ (x ⊙ unpack(bits)) (r × d_in) in g's dtype."""
+    g, x = g.contiguous(), x.contiguous()
     t, k = x.shape
     r = g.shape[1]
     br = rank_block(r)
@@ -181,39 +168,19 @@ def launch_grad(g: torch.Tensor, x: torch.Tensor, bits: torch.Tensor, scale: flo
     t_per = triton.cdiv(triton.cdiv(t, split), BT) * BT
     split = triton.cdiv(t, t_per)
     out = torch.empty((split, br, k), dtype=torch.float32, device=x.device)
-    masked_mm_grad_kernel[(tiles, split)](g.contiguous(), x, bits, out, t, k, r, scale,
-                                          T_PER=t_per, BT=BT, BK=BK, BR=br, IEEE=x.dtype == torch.float32)
-    return out.sum(0)[:r].to(dtype)
+    torch.library.wrap_triton(masked_mm_grad_kernel)[(tiles, split)](
+        g, x, bits, out, t, k, r, scale, T_PER=t_per, BT=BT, BK=BK, BR=br, IEEE=x.dtype == torch.float32)
+    return out.sum(0)[:r].to(g.dtype)
 
 
 if dropout_bits.triton is not None:
 
-    @torch.library.custom_op("spectune::masked_mm", mutates_args=())
+    @torch.library.triton_op("spectune::masked_mm", mutates_args=())
     def masked_mm(x: torch.Tensor, bits: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:
-        """``spectune::masked_mm``: scale · (x ⊙ unpack(bits)) aᵀ, one kernel (opaque to torch.compile)."""
-        return launch_forward(x, a, scale, bits, None, 0)[0]
+        """``spectune::masked_mm``: scale · (x ⊙ unpack(bits)) aᵀ (:func:`launch_forward`)."""
+        return launch_forward(x, bits, a, scale)
 
-    @masked_mm.register_fake
-    def _(x: torch.Tensor, bits: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:
-        return x.new_empty((x.shape[0], a.shape[0]))
-
-    @torch.library.custom_op("spectune::masked_mm_draw", mutates_args=())
-    def masked_mm_draw(x: torch.Tensor, seed: torch.Tensor, a: torch.Tensor, scale: float,
-                       thresh: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``spectune::masked_mm_draw``: (scale · (x ⊙ m) aᵀ, m packed), m drawn in the same kernel from the Philox
-        key ``seed`` (the bytes ``keep_bits`` gives for that key)."""
-        return launch_forward(x, a, scale, None, seed, thresh)
-
-    @masked_mm_draw.register_fake
-    def _(x: torch.Tensor, seed: torch.Tensor, a: torch.Tensor, scale: float,
-          thresh: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return x.new_empty((x.shape[0], a.shape[0])), x.new_empty((x.numel() + 7) // 8, dtype=torch.uint8)
-
-    @torch.library.custom_op("spectune::masked_mm_grad", mutates_args=())
+    @torch.library.triton_op("spectune::masked_mm_grad", mutates_args=())
     def masked_mm_grad(g: torch.Tensor, x: torch.Tensor, bits: torch.Tensor, scale: float) -> torch.Tensor:
-        """``spectune::masked_mm_grad``: scale · gᵀ (x ⊙ unpack(bits)), in g's dtype, one kernel."""
-        return launch_grad(g, x, bits, scale, g.dtype)
-
-    @masked_mm_grad.register_fake
-    def _(g: torch.Tensor, x: torch.Tensor, bits: torch.Tensor, scale: float) -> torch.Tensor:
-        return g.new_empty((g.shape[1], x.shape[1]))
+        """``spectune::masked_mm_grad``: scale · gᵀ (x ⊙ unpack(bits)) (:func:`launch_grad`)."""
+        return launch_grad(g, x, bits, scale)
