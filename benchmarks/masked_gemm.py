@@ -1,11 +1,12 @@
 """Time LoRA's input-side GEMM with its dropout mask, forward and backward, compiled on the GPU: h = drop(x) Aᵀ
-through :class:`spectune.methods.lora_fused.DropoutMatmul` in each of its compiled CUDA paths
-(:data:`spectune.methods.masked_gemm.MODE`: ``inductor``, the mask drawn packed and applied as ``where(m, x, 0)``
-before inductor's GEMM; ``kernel``, the mask applied as the Triton kernels load x) against h = x Aᵀ with no mask
+through :class:`spectune.methods.lora_fused.DropoutMatmul`'s compiled CUDA path (the mask drawn packed by
+``spectune::keep_bits``, applied as ``where(m, x, 0)``, 1/(1−p) on h; ``masked``) against h = x Aᵀ with no mask
 (``plain``), at LLaMA-3-8B's LoRA input shapes (tokens × 4096 for q, k, v, up; tokens × 14336 for down; r = 32;
 bf16), under each ``torch.compile`` mode given. Also lists the kernels one step runs (torch.profiler) with their
 device time, which is what counts here: the wall time of one small step is mostly the host's. Whether inductor fused
-the mask into a Triton GEMM template's loads under max-autotune (a ``triton_tem_`` kernel) is read off the list."""
+the mask into a Triton GEMM template's loads under max-autotune (a ``triton_tem_`` kernel) is read off the list.
+(Until f4e7220 it also timed Triton kernels that applied the mask as they loaded x, variants ``kernel`` and ``draw``:
+benchmarks/NOTES.md, "Change 7".)"""
 
 from __future__ import annotations
 
@@ -19,11 +20,9 @@ from pathlib import Path
 import torch
 
 try:
-    from spectune.methods import masked_gemm
     from spectune.methods.lora_fused import DropoutMatmul
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from spectune.methods import masked_gemm
     from spectune.methods.lora_fused import DropoutMatmul
 
 
@@ -57,9 +56,7 @@ def kernels(fn: Callable[[], object]) -> list[dict]:
 def step_fn(variant: str, mode: str, x: torch.Tensor, a: torch.Tensor, g: torch.Tensor,
             p: float) -> Callable[[], object]:
     """One forward and backward of the variant's h, compiled with ``mode``: dx and dA for the upstream gradient g."""
-    if variant != "plain":
-        masked_gemm.MODE = variant
-
+    if variant == "masked":
         def fwd(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
             return DropoutMatmul.apply(x, a, p)
     else:
@@ -79,7 +76,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--r", type=int, default=32)
     ap.add_argument("--p", type=float, default=0.05)
     ap.add_argument("--modes", default="default,max-autotune-no-cudagraphs")
-    ap.add_argument("--variants", default=",".join(masked_gemm.MODES), help="DropoutMatmul's compiled CUDA paths")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--git-commit", default=None)
     ap.add_argument("--out", default=None)
@@ -94,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         a.requires_grad_()
         g = torch.randn(args.tokens, args.r, device="cuda", dtype=torch.bfloat16, generator=gen)
         for mode in args.modes.split(","):
-            for variant in ("plain", *args.variants.split(",")):
+            for variant in ("plain", "masked"):
                 torch._dynamo.reset()
                 step = step_fn(variant, mode, x, a, g, args.p)
                 ms = time_ms(step, args.reps)

@@ -507,20 +507,12 @@ def environment(args: argparse.Namespace, argv: list[str] | None) -> dict[str, A
         "peft": peft.__version__,
         "torch_threads": torch.get_num_threads(),
         "tf32_matmul": tf32_setting(),
-        "lora_dropout_gemm": lora_dropout_gemm(),
         "git": git,
         "command": shlex.join([sys.executable, *([sys.argv[0]] if argv is None else ["benchmarks/step_time.py"]),
                                *(sys.argv[1:] if argv is None else argv)]),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
-
-
-def lora_dropout_gemm() -> str:
-    """DropoutMatmul's compiled CUDA path (spectune.methods.masked_gemm.MODE, from SPECTUNE_MASKED_GEMM)."""
-    from spectune.methods import masked_gemm
-
-    return masked_gemm.MODE
 
 
 def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
@@ -548,8 +540,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"r={cfg['r']}, dropout {cfg['dropout']}, targets {cfg['targets']} — {env['device']}, torch {env['torch']}, "
         f"transformers {env['transformers']}, peft {env['peft']}, "
         f"commit {(env['git'] or {}).get('commit') or 'unknown'}"
-        + (f"; recipe overrides {', '.join(cfg['train_set'])}" if cfg.get("train_set") else "")
-        + f"; LoRA dropout GEMM path {env.get('lora_dropout_gemm', 'inductor')}",
+        + (f"; recipe overrides {', '.join(cfg['train_set'])}" if cfg.get("train_set") else ""),
         "",
         "| row | mode | ms/step | × floor | × PEFT LoRA | peak MiB | peak − floor MiB | first step s | notes |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# LoRA dropout's packed keep masks on the GPU (issue 11; spectune.methods.dropout_bits, masked_gemm): the kernels' tests on CUDA
+# LoRA dropout's packed keep masks on the GPU (issue 11; spectune.methods.dropout_bits): the kernel's tests on CUDA
 # (bit for bit against the tests' Python Philox4x32-10, compiled and through Triton's CPU interpreter; DropoutMatmul's
 # gradients against its own mask, eager and compiled) and the timing of one mask draw against torch.native_dropout.
 #
@@ -20,7 +20,7 @@ export PYTHONPATH=$SITE:$PWD/src:/tmp/pt_site HF_HUB_OFFLINE=1 WANDB_MODE=disabl
 status=0
 # PYTEST_K: a -k expression, e.g. PYTEST_K=cuda for the CUDA tests alone (the interpreter's tests load the host's CPUs)
 CUDA_VISIBLE_DEVICES=$GPU python3 -m pytest -q -p no:cacheprovider -rs ${PYTEST_K:+-k "$PYTEST_K"} \
-  tests/methods/test_dropout_bits.py tests/methods/test_masked_gemm.py tests/methods/test_lora_fused.py \
+  tests/methods/test_dropout_bits.py tests/methods/test_lora_fused.py \
   > "$OUT/dropout_bits_pytest_$short.log" 2>&1 || status=1
 tail -n 8 "$OUT/dropout_bits_pytest_$short.log"
 CUDA_VISIBLE_DEVICES=$GPU python3 benchmarks/dropout_bits.py --git-commit "$SPECTUNE_GIT_COMMIT" \

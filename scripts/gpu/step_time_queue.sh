@@ -10,7 +10,7 @@
 # masked_gemm_h200_<short>TAG.json and its log) or
 # "P|ROWS|SETS|TAG|LIMIT|ENV": benchmarks/step_time.py at dropout P for the comma list ROWS, with the space-separated
 # train.* overrides SETS, the output-name tag TAG, at most LIMIT seconds and the space-separated VAR=value settings
-# ENV in its environment (e.g. SPECTUNE_MASKED_GEMM=draw), e.g.
+# ENV in its environment (e.g. TORCHINDUCTOR_PROLOGUE_FUSION=0), e.g.
 #   "0|floor,peft_lora,lora|train.optimizer=adamw_torch_fused|_fusedadamw|300|"
 # A failing or timed-out job is reported and the queue goes on; the exit code is 1 if any job failed.
 # Writes what step_time_gpu.sh writes for each run, and queue_gpu<GPU>.done at the end.

@@ -120,8 +120,8 @@ def test_drop_rate_per_bit_position(device):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cuda_dropout_matmul_gradients_follow_its_own_mask(compiled, dtype):
     """With a = I, h = drop(x): the mask is read off h, the drop rate is p, and dx, da are those of that mask
-    (float64 reference). Eager: native_dropout's draw; compiled: keep_bits's (lora_fused.packed_draw), in float32
-    through spectune.methods.masked_gemm's kernels (float64 takes the where(m, x, 0) graph)."""
+    (float64 reference). Eager: native_dropout's draw; compiled: keep_bits's (lora_fused.packed_draw), applied as
+    where(m, x, 0) with 1/(1−p) on h."""
     from spectune.methods.lora_fused import DropoutMatmul
 
     torch.manual_seed(0)

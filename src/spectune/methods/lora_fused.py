@@ -20,9 +20,7 @@ instead of keeping a dropped copy of x and a bool mask per adapted module (PEFT'
 in place of 3 in bf16. The mask is drawn with the adapter's p, once per adapter in PEFT's order. In eager mode the draw
 is ``torch.native_dropout``'s, PEFT's ``nn.Dropout`` draw, so with the same seed the masks are PEFT's (in equal dtypes).
 Compiled on CUDA it is :mod:`spectune.methods.dropout_bits`: the same Bernoulli(1 − p) per element, four per Philox
-call, written packed (inductor's lowering of ``native_dropout`` spends a Philox call per element), and the two GEMMs on
-drop(x) are :mod:`spectune.methods.masked_gemm`'s kernels, which apply the mask as they load x instead of writing
-drop(x) and reading it back. No graph breaks
+call, written packed (inductor's lowering of ``native_dropout`` spends a Philox call per element). No graph breaks
 under ``torch.compile`` (``torch._dynamo.explain`` in the tests).
 
 The fused path runs when it is exact up to rounding; otherwise PEFT's own forward runs: adapters disabled or merged,
@@ -44,7 +42,7 @@ import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
 
-from spectune.methods import dropout_bits, masked_gemm
+from spectune.methods import dropout_bits
 
 
 def pack_mask(keep: torch.Tensor) -> torch.Tensor:
@@ -87,10 +85,10 @@ def apply_mask(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def select_kept(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """x·m as a select, ``where(m, x, 0)``, with no arithmetic: the form inductor may fuse into a Triton GEMM
-    template's loads as a prologue in a bf16 GEMM (a prologue with a bf16 multiply would need an fp32 upcast, and
-    inductor declines to fuse those). The compiled CUDA path of :class:`DropoutMatmul` scales by 1/(1−p) on the
-    tokens × r side instead."""
+    """x·m as a select, ``where(m, x, 0)``, with no arithmetic on x's size: the compiled CUDA path of
+    :class:`DropoutMatmul` scales by 1/(1−p) on the tokens × r side instead. It is also the one form of the mask that
+    inductor fuses into a Triton GEMM template's loads under ``max-autotune`` (a prologue with a bf16 multiply would
+    need an fp32 upcast, which inductor declines); measured, that gained nothing (benchmarks/NOTES.md, "Change 7")."""
     return torch.where(keep, x, 0)
 
 
@@ -113,11 +111,8 @@ class DropoutMatmul(torch.autograd.Function):
     ``nn.Dropout`` makes in eager mode (its dropped output is not used; in eager mode it is one more pass), except
     compiled on CUDA (:func:`packed_draw`), where :func:`spectune.methods.dropout_bits.keep_bits` draws it packed
     (same distribution, a quarter of the Philox calls). Forward and backward apply it with the same function:
-    :func:`apply_mask` before the GEMM in eager mode (PEFT's rounding); compiled on CUDA, h = (x·m) aᵀ/(1−p) with
-    1/(1−p) on the tokens × r side (the same product up to bf16 rounding), through
-    :mod:`spectune.methods.masked_gemm`'s kernels (h and da; the mask applied as x is loaded, fp32 accumulation) or,
-    where they do not apply, :func:`select_kept` before inductor's GEMM (a form inductor can fuse into a Triton
-    GEMM's loads under ``max-autotune``)."""
+    :func:`apply_mask` before the GEMM in eager mode (PEFT's rounding); compiled on CUDA, :func:`select_kept` before
+    it and 1/(1−p) on the tokens × r side, h = (x·m) aᵀ/(1−p) (the same product up to bf16 rounding)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
@@ -125,11 +120,6 @@ class DropoutMatmul(torch.autograd.Function):
         ctx.p = p
         ctx.x_shape = x.shape
         ctx.select = packed_draw(x)
-        ctx.kernel = ctx.select and masked_gemm.supported(x)
-        if ctx.kernel:  # the mask applied as x is loaded (spectune.methods.masked_gemm)
-            packed = dropout_bits.keep_bits(x.numel(), p, x.device)
-            ctx.save_for_backward(x if needs_a else None, packed, a if needs_x else None)
-            return masked_gemm.masked_mm(x, packed, a, 1.0 / (1.0 - p))
         if ctx.select:  # four draws per Philox call, written packed (spectune.methods.dropout_bits)
             packed = dropout_bits.keep_bits(x.numel(), p, x.device)
             keep = unpack_mask_forward(packed, x.shape)  # not unpack_mask: see its docstring
@@ -149,8 +139,7 @@ class DropoutMatmul(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 grad_x = select_kept(torch.mm(g, a), keep)
             if ctx.needs_input_grad[1]:
-                grad_a = masked_gemm.masked_mm_grad(grad_h, x, packed, 1.0 / (1.0 - ctx.p)) if ctx.kernel \
-                    else torch.mm(g.t(), select_kept(x, keep))
+                grad_a = torch.mm(g.t(), select_kept(x, keep))
             return grad_x, grad_a, None
         if ctx.needs_input_grad[0]:
             grad_x = apply_mask(torch.mm(grad_h, a), keep, ctx.p)
