@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,21 +23,7 @@ try:
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from spectune.methods.lora_fused import DropoutMatmul
-
-
-def time_ms(fn: Callable[[], object], reps: int) -> float:
-    """Median CUDA-event time of ``fn`` over ``reps`` calls after three warm-up calls."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+from dropout_bits import time_ms  # benchmarks/dropout_bits.py (this script's folder is on sys.path)
 
 
 def kernels(fn: Callable[[], object]) -> list[dict]:
