@@ -159,3 +159,31 @@ def test_keep_bits_traces_into_one_graph():
     for h in (a, b):
         keep = h != 0
         torch.testing.assert_close(h[keep], x[keep] / 0.75)
+
+
+@pytest.mark.skipif(not has_triton(), reason="Triton is not installed (CPU-only torch): the kernel cannot be compiled")
+@pytest.mark.parametrize("thresh_kind", ["constant", "i32"])
+def test_kernel_compiles_to_ttir_with_the_threshold_constant_or_not(thresh_kind):
+    """Triton's front end turns the kernel into TTIR (for an H100/H200 target; no GPU needed) with the threshold as a
+    runtime scalar and as a constant, which is how inductor's analysis of a triton_op's stores passes scalars: with
+    ``thresh.to(...)`` that analysis failed on the H200 and fell back to "every input is mutated", logging a
+    traceback per call (results/gpu/step_time_40814c0_d005_fusedadamw.log)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import ASTSource, make_backend
+
+    target = GPUTarget("cuda", 90, 32)
+    backend = make_backend(target)
+    options = backend.parse_options({})
+    context = triton._C.libtriton.ir.context()
+    triton._C.libtriton.ir.load_dialects(context)
+    backend.load_dialects(context)
+    constant = thresh_kind == "constant"
+    signature = {"seed_ptr": "*i64", "out_ptr": "*u8", "n_bytes": "i32",
+                 "thresh": "constexpr" if constant else "i32", "BLOCK": "constexpr"}
+    constexprs = {(3,): dropout_bits.threshold(0.05), (4,): dropout_bits.BLOCK} if constant \
+        else {(4,): dropout_bits.BLOCK}
+    source = ASTSource(dropout_bits.keep_bits_kernel, signature, constexprs)
+    ttir = str(source.make_ir(target, options, backend.get_codegen_implementation(options),
+                              backend.get_module_map(), context))
+    assert "tt.store" in ttir and "keep_bits_kernel" in ttir

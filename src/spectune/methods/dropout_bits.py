@@ -63,7 +63,7 @@ if triton is not None:  # defined at import, so torch.compile never traces their
         """Byte j = Σ_k [w_k ≥ T]·2^k over the 8 words of Philox4x32-10 at counters 2j and 2j + 1."""
         j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         seed = tl.load(seed_ptr)
-        t = thresh.to(tl.uint32)
+        t = tl.cast(thresh, tl.uint32)  # not thresh.to: inductor's mutation analysis passes scalars as constants
         w0, w1, w2, w3 = tl.randint4x(seed, 2 * j)  # 64-bit counter: (lo, hi) words of 2j, then 0, 0
         w4, w5, w6, w7 = tl.randint4x(seed, 2 * j + 1)
         bits = ((w0 >= t).to(tl.uint32) | ((w1 >= t).to(tl.uint32) << 1) | ((w2 >= t).to(tl.uint32) << 2)
