@@ -75,8 +75,8 @@ if triton is not None:  # defined at import, so torch.compile never traces their
     def keep_bits_op(seed: torch.Tensor, numel: int, thresh: int) -> torch.Tensor:
         """``spectune::keep_bits``: one kernel launch. A ``triton_op``, not an opaque ``custom_op``: torch.compile
         traces into it and inductor launches the kernel from its generated code, where a ``custom_op`` goes through
-        Python at every launch (lora's idle GPU time fell from 2.6× PEFT LoRA's to 0.9× with this: benchmarks/NOTES.md,
-        "Change 7")."""
+        Python at every launch (lora's idle GPU time went from 2.6× PEFT LoRA's to 0.6× in the 40814c0 table:
+        benchmarks/NOTES.md, "Change 7")."""
         return launch(keep_bits_kernel, seed, numel, thresh)
 
 
